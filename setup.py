@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="megajepa",
+    version="0.1.0",
+    description="Distributed pretraining for LLM-JEPA (next-token + JEPA objective) on DeepSpeed ZeRO-3",
+    packages=find_packages(include=["megajepa", "megajepa.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "torch>=2.13",  # F.linear_cross_entropy is the NTP loss
+        "deepspeed>=0.19.8",
+        "transformers>=5.23",
+        "datasets>=4.0",
+        "sentencepiece>=0.2",
+        "tensorboard>=2.17",
+        "safetensors>=0.4",
+        "pyyaml>=6",
+        "numpy>=1.26",
+        "mpi4py>=4.0",
+        "mpich>=4.0; platform_system == 'Linux'",  # MPI runtime for mpi4py, from PyPI
+    ],
+    extras_require={"test": ["pytest>=8"], "plots": ["matplotlib>=3.8"]},
+    entry_points={"console_scripts": ["megajepa-train=megajepa.train:main"]},
+)
