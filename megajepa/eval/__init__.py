@@ -1,0 +1,1 @@
+"""Evaluation: model-free scoring (metrics, regex language equality) and generation."""
