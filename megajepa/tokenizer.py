@@ -1,0 +1,236 @@
+"""SentencePiece tokenizer: training, loading, special tokens, HF export.
+
+Fixed ids: <pad>=0 <unk>=1 <bos>=2 <eos>=3, then <|sep|> and <|predictor_1..10|> (ids 4..14).
+sep/predictor tokens are sentencepiece *control* symbols: one id each, never produced by
+`encode` from text. A text that literally contains "<|sep|>" is encoded as ordinary characters
+by `Tokenizer.encode`, whereas the exported HF tokenizer maps the literal string to the special id
+(what chat templates need). The trainer inserts these tokens by id, never by string.
+
+Settings follow Llama's: identity normalization (lossless, no NFKC), whitespace kept as is,
+digits split, byte fallback (no <unk> on unseen characters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import sentencepiece as spm
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SEP = "<|sep|>"
+NUM_PREDICTORS = 10
+PREDICTORS = [f"<|predictor_{i}|>" for i in range(1, NUM_PREDICTORS + 1)]
+CONTROL_SYMBOLS = [SEP, *PREDICTORS]
+MODEL_FILE = "tokenizer.model"
+# sentencepiece skips longer training sentences; longer texts are cut into chunks of this many chars
+_MAX_SENTENCE_CHARS = 16384
+
+
+class TokenizerError(ValueError):
+    """A tokenizer model file that is corrupt or lacks megajepa's special tokens."""
+
+
+class Tokenizer:
+    """A trained sentencepiece model with megajepa's special tokens at fixed ids."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"tokenizer model not found: {self.path}")
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.Load(self.path)
+        except (RuntimeError, OSError) as e:
+            raise TokenizerError(f"{self.path}: not a valid sentencepiece model ({e})") from e
+        expected = {PAD: 0, UNK: 1, BOS: 2, EOS: 3}
+        for piece, want in expected.items():
+            got = self.sp.id_to_piece(want) if want < self.sp.get_piece_size() else None
+            if got != piece:
+                raise TokenizerError(f"{self.path}: id {want} is {got!r}, expected {piece!r}")
+        for piece in CONTROL_SYMBOLS:
+            i = self.sp.piece_to_id(piece)
+            if i == self.sp.unk_id() or not self.sp.is_control(i):
+                raise TokenizerError(f"{self.path}: missing control symbol {piece!r}")
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = 0, 1, 2, 3
+        self.sep_id = self.sp.piece_to_id(SEP)
+        self.predictor_ids = [self.sp.piece_to_id(p) for p in PREDICTORS]
+        self.vocab_size = self.sp.get_piece_size()
+        self.special_ids = frozenset([0, 1, 2, 3, self.sep_id, *self.predictor_ids])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        return cls(path)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; no bos/eos added."""
+        return self.sp.encode(text, out_type=int)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`, special tokens (pad/unk/bos/eos/sep/predictors) skipped."""
+        return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids])
+
+    def sha256(self) -> str:
+        with open(self.path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+
+def _sentences(texts: Iterable[str]) -> Iterable[str]:
+    for t in texts:
+        for start in range(0, len(t), _MAX_SENTENCE_CHARS):
+            chunk = t[start : start + _MAX_SENTENCE_CHARS]
+            if chunk.strip():
+                yield chunk
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    model_path: str | os.PathLike,
+    vocab_size: int,
+    model_type: str = "bpe",
+    byte_fallback: bool = True,
+    seed: int = 0,
+) -> Tokenizer:
+    """Train with sentencepiece's own trainer and write `model_path` atomically.
+
+    Deterministic for a given corpus and seed (single thread, no sentence sampling).
+    `hard_vocab_limit=False`: a small corpus yields a smaller vocabulary instead of an error.
+    """
+    if model_type not in ("bpe", "unigram"):
+        raise ValueError(f"model_type must be 'bpe' or 'unigram', got {model_type!r}")
+    n_fixed = 4 + len(CONTROL_SYMBOLS) + (256 if byte_fallback else 0)
+    if vocab_size <= n_fixed:
+        raise ValueError(f"vocab_size {vocab_size} must exceed the {n_fixed} special/byte pieces")
+    model_path = Path(model_path)
+    seen = [0]
+
+    def counted(it: Iterable[str]) -> Iterable[str]:
+        for s in it:
+            seen[0] += 1
+            yield s
+
+    spm.set_random_generator_seed(seed)
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(counted(_sentences(texts))),
+            model_writer=buf,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            byte_fallback=byte_fallback,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+            pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
+            control_symbols=CONTROL_SYMBOLS,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            add_dummy_prefix=True,
+            split_digits=True,
+            max_sentence_length=4 * _MAX_SENTENCE_CHARS,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        if seen[0] == 0:
+            raise ValueError(f"no training text for tokenizer {model_path}") from e
+        raise
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    # temp file in the same directory, then rename: a crash never leaves a partial model
+    fd, tmp = tempfile.mkstemp(prefix=model_path.name + ".", suffix=".tmp", dir=model_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, model_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return Tokenizer(model_path)
+
+
+def load_or_train(
+    cache_dir: str | os.PathLike,
+    texts_fn: Callable[[], Iterable[str]],
+    vocab_size: int,
+    **kw,
+) -> Tokenizer:
+    """Reuse `cache_dir/tokenizer.model`, else train it from `texts_fn()` (called lazily).
+
+    Distributed runs: call this on rank 0 only, then barrier, then `Tokenizer.load` on the other
+    ranks; this function does no collective itself.
+    """
+    path = Path(cache_dir) / MODEL_FILE
+    if path.exists():
+        return Tokenizer(path)  # raises TokenizerError naming the file if it lacks our tokens
+    return train_tokenizer(texts_fn(), path, vocab_size, **kw)
+
+
+def _hf_backend(tok: Tokenizer):
+    """A `tokenizers.Tokenizer` that encodes/decodes exactly like the sentencepiece model."""
+    from tokenizers import AddedToken, Regex, decoders, normalizers
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers.models import BPE, Unigram
+    from transformers.convert_slow_tokenizer import generate_merges, import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    with open(tok.path, "rb") as f:
+        proto.ParseFromString(f.read())
+    pieces = [(p.piece, p.score, p.type) for p in proto.pieces]
+    normal = 1  # ModelProto.SentencePiece.Type.NORMAL; others never come from text in sentencepiece
+    byte_fallback = proto.trainer_spec.byte_fallback
+    if proto.trainer_spec.model_type == 2:  # BPE
+        vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
+        skip = [p for p, _, t in pieces if t != normal]
+        model = BPE(vocab, generate_merges(vocab, None, skip), unk_token=UNK, fuse_unk=True,
+                    byte_fallback=byte_fallback)
+    elif proto.trainer_spec.model_type == 1:  # unigram
+        # unk penalty is 10 below the lowest score, which sentencepiece takes over normal pieces
+        # only; a literal "<0xNN>" in text may still match a byte piece here (not in sentencepiece)
+        floor = min(s for _, s, t in pieces if t == normal)
+        vocab = [(p, s if t == normal else floor) for p, s, t in pieces]
+        model = Unigram(vocab, unk_id=tok.unk_id, byte_fallback=byte_fallback)
+    else:
+        raise TokenizerError(f"{tok.path}: unsupported sentencepiece model_type")
+    hf = HFTok(model)
+    hf.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("▁"), normalizers.Replace(Regex(" "), "▁")])
+    steps = [decoders.Replace("▁", " ")]
+    if byte_fallback:
+        steps += [decoders.ByteFallback()]
+    hf.decoder = decoders.Sequence(steps + [decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    hf.add_special_tokens([AddedToken(p, special=True, normalized=False)
+                           for p in [PAD, UNK, BOS, EOS, *CONTROL_SYMBOLS]])
+    return hf
+
+
+def save_hf_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike, chat_template: str | None = None):
+    """Write a transformers tokenizer that `AutoTokenizer.from_pretrained(out_dir)` loads offline.
+
+    Same ids as `tok` for every piece, bos/eos/pad/unk and sep/predictors registered as special.
+    Returns the `PreTrainedTokenizerFast`.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=_hf_backend(tok),
+        bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
+        extra_special_tokens=list(CONTROL_SYMBOLS),
+        add_bos_token=False, add_eos_token=False,
+        clean_up_tokenization_spaces=False,
+    )
+    if chat_template is not None:
+        hf.chat_template = chat_template
+    hf.save_pretrained(str(out_dir))
+    return hf
