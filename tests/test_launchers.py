@@ -88,10 +88,18 @@ def test_expand_nodelist_hand_written(spec):
 
 
 @pytest.mark.parametrize("spec", sorted(NODELISTS))
-def test_expand_nodelist_matches_scontrol(spec):
+def test_expand_nodelist_matches_scontrol(spec, tmp_path):
     if not shutil.which("scontrol"):
         pytest.skip("scontrol not installed")
-    p = subprocess.run(["scontrol", "show", "hostnames", spec], capture_output=True, text=True, timeout=20)
+    env = dict(os.environ)
+    if not os.path.exists(env.get("SLURM_CONF", "/etc/slurm/slurm.conf")):
+        # scontrol refuses to start without some config, even for pure string expansion
+        conf = tmp_path / "slurm.conf"
+        conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=localhost CPUs=1\n"
+                        "PartitionName=p Nodes=localhost\n")
+        env["SLURM_CONF"] = str(conf)
+    p = subprocess.run(["scontrol", "show", "hostnames", spec], capture_output=True, text=True,
+                       timeout=20, env=env)
     if p.returncode != 0:
         pytest.skip(f"scontrol show hostnames failed: {p.stderr.strip()}")
     assert md.expand_nodelist(spec) == p.stdout.split()
@@ -103,14 +111,18 @@ def test_expand_nodelist_rejects_bad(bad):
         md.expand_nodelist(bad)
 
 
+@pytest.fixture
+def bare_env(monkeypatch):
+    for k in list(os.environ):
+        if k in _LAUNCH_VARS or k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_")):
+            monkeypatch.delenv(k)
+
+
 def test_tasks_per_node_spec():
     assert md._expand_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
 
 
-def test_detect_slurm_env(monkeypatch):
-    for k in list(os.environ):
-        if k in _LAUNCH_VARS or k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_")):
-            monkeypatch.delenv(k)
+def test_detect_slurm_env(monkeypatch, bare_env):
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
@@ -125,11 +137,8 @@ def test_detect_slurm_env(monkeypatch):
     assert info.master_port == 10000 + 123456 % 50000
 
 
-def test_batch_shell_is_not_srun(monkeypatch):
+def test_batch_shell_is_not_srun(monkeypatch, bare_env):
     # the sbatch batch shell has SLURM_PROCID/NTASKS but is one process, not a job step
-    for k in list(os.environ):
-        if k in _LAUNCH_VARS or k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_")):
-            monkeypatch.delenv(k)
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "16")
     monkeypatch.setattr(sys, "modules", {k: v for k, v in sys.modules.items() if k != "mpi4py.MPI"})
