@@ -25,9 +25,16 @@ def task_module(task: str):
     return importlib.import_module(TASKS[task])
 
 
-def generate(task: str, n: int, seed: int, out_dir=None) -> list[dict]:
+def _kwargs(task: str, out_dir, options: dict) -> dict:
+    # Side files only for tasks that have them; task options (paraphrase n_views) pass through.
+    return {**options, **({"out_dir": out_dir} if task in NEEDS_OUT_DIR else {})}
+
+
+def generate(task: str, n: int, seed: int, out_dir=None, **options) -> list[dict]:
     """`n` records of `task`; tasks with side files (sql) write them under `out_dir`."""
-    mod = task_module(task)
-    if task in NEEDS_OUT_DIR:
-        return mod.generate(n, seed, out_dir=out_dir)
-    return mod.generate(n, seed)
+    return task_module(task).generate(n, seed, **_kwargs(task, out_dir, options))
+
+
+def split(task: str, n_train: int, n_test: int, seed: int, out_dir=None, **options):
+    """(train, test) of `task` sharing no view (and, for paraphrase, no meaning)."""
+    return task_module(task).split(n_train, n_test, seed, **_kwargs(task, out_dir, options))
