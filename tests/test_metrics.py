@@ -171,6 +171,14 @@ def test_unparsable_prediction_is_counted_not_raised(bad):
     assert (result["unparsable"], result["correct"], result["accuracy"]) == (1, 1, 0.5)
 
 
+def test_degenerate_predictions_do_not_crash():
+    rows = [{"prediction": "(" * 2000 + "a" + ")" * 2000, "reference": "a"},
+            {"prediction": "(a{1000}){1000}", "reference": "a"},
+            {"prediction": "a?" * 3000, "reference": "a"}]
+    result = score("regex", rows)
+    assert result["correct"] == 0 and result["unparsable"] + result["undecided"] >= 2
+
+
 def test_unparsable_reference_names_the_row():
     with pytest.raises(MetricInputError) as e:
         score("regex", [{"prediction": "a", "reference": "a"}, {"prediction": "a", "reference": "(("}])

@@ -228,7 +228,10 @@ class _Parser:
 def parse(text: str):
     """Parse one DSL regex (surrounding whitespace ignored) into an AST; RegexSyntaxError if not."""
     p = _Parser(text.strip())
-    node = p.union()
+    try:
+        node = p.union()
+    except RecursionError:  # a degenerate prediction such as 500 nested parentheses
+        raise RegexSyntaxError("nesting too deep", p.text, p.pos) from None
     if p.pos != len(p.text):
         p.error(f"unexpected {p.peek()!r}")
     return node
