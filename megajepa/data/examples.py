@@ -1,0 +1,56 @@
+"""Records -> tokenized examples, with bad records skipped and counted or rejected up front."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from megajepa.data.records import BadRecord, record_views
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    views: list[list[int]]  # token ids per view, no specials
+    source: str  # "file:line" (or "synthetic:index") for messages about this example
+
+
+@dataclass
+class BadRecordReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    first: list[str] = field(default_factory=list)  # the first few messages, verbatim
+
+    def add(self, source: str, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if len(self.first) < 20:
+            self.first.append(f"{source}: {reason}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class RecordError(ValueError):
+    """A bad record under policy `error`; raised before training starts."""
+
+
+def tokenize_records(records, tokenizer, min_views: int, policy: str, report: BadRecordReport,
+                     source_name: str = "synthetic") -> list[Example]:
+    """`records`: iterable of (source, record) or plain records (numbered from 1)."""
+    out = []
+    for i, item in enumerate(records, 1):
+        source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
+        try:
+            views = record_views(record)
+            if len(views) < min_views:
+                raise BadRecord(f"has {len(views)} view(s); this objective needs {min_views}")
+            ids = [tokenizer.encode(v) for v in views]
+            if any(not v for v in ids):
+                raise BadRecord("a view tokenizes to nothing")
+        except BadRecord as e:
+            if policy == "error":
+                raise RecordError(f"{source}: {e}") from None
+            report.add(source, str(e))
+            continue
+        out.append(Example(ids, source))
+    return out

@@ -1,0 +1,102 @@
+"""DeepSpeed wiring: resolve the JSON config against the run config, build the model under
+`deepspeed.zero.Init`, and create the engine (optimizer and LR schedule are DeepSpeed's own)."""
+from __future__ import annotations
+
+import json
+import os
+
+import deepspeed
+import torch
+
+from megajepa.config import ConfigError, RunConfig
+from megajepa.model import Transformer
+from megajepa.objective import HybridObjective
+
+DEFAULT_DS_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "ds_configs", "zero3.json")
+
+
+def bf16_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _fill(node: dict, key: str, value, where: str) -> None:
+    """Replace an "auto" value; a concrete value that disagrees with the run config is an error."""
+    if key not in node:
+        return
+    current = node[key]
+    if current == "auto":
+        node[key] = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and current != value:
+        raise ConfigError(f"{where}: '{key}' is {current!r} but the run config says {value!r}; set it to "
+                          f"\"auto\" or make them agree")
+
+
+def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
+    path = cfg.deepspeed_config or DEFAULT_DS_CONFIG
+    if not os.path.isfile(path):
+        raise ConfigError(f"DeepSpeed config not found: {path}")
+    try:
+        with open(path) as f:
+            ds = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"DeepSpeed config {path} is not valid JSON: {e}") from None
+    t = cfg.train
+    _fill(ds, "train_micro_batch_size_per_gpu", t.micro_batch_size, path)
+    _fill(ds, "gradient_accumulation_steps", t.grad_accum, path)
+    _fill(ds, "train_batch_size", t.micro_batch_size * t.grad_accum * world_size, path)
+    _fill(ds, "gradient_clipping", t.grad_clip, path)
+    if "bf16" in ds and ds["bf16"].get("enabled") == "auto":
+        ds["bf16"]["enabled"] = bf16_available()
+    if "optimizer" in ds:
+        params = ds["optimizer"].setdefault("params", {})
+        _fill(params, "lr", t.lr, f"{path} optimizer.params")
+        _fill(params, "weight_decay", t.weight_decay, f"{path} optimizer.params")
+    if "scheduler" in ds:
+        params = ds["scheduler"].setdefault("params", {})
+        _fill(params, "total_num_steps", max(t.max_steps, 1), f"{path} scheduler.params")
+        _fill(params, "warmup_num_steps", min(t.warmup_steps, max(t.max_steps - 1, 0)), f"{path} scheduler.params")
+        _fill(params, "warmup_max_lr", t.lr, f"{path} scheduler.params")
+    leftover = _find_auto(ds)
+    if leftover:
+        raise ConfigError(f"{path}: no run-config value fills \"auto\" at {leftover}")
+    return ds
+
+
+def _find_auto(node, prefix="") -> str | None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found = _find_auto(v, f"{prefix}{k}.")
+            if found:
+                return found
+    elif node == "auto":
+        return prefix.rstrip(".")
+    return None
+
+
+def zero_stage(ds: dict) -> int:
+    return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+def build_model(model_cfg, ds: dict) -> Transformer:
+    """The model, partitioned at construction under ZeRO-3 (no full copy per rank)."""
+    with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero_stage(ds) == 3):
+        model = Transformer(model_cfg)
+    if model_cfg.tie_embeddings:  # the head reads the embedding outside the embedding's forward
+        deepspeed.zero.register_external_parameter(model.lm_head, model.embed_tokens.weight)
+    return model
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on norms and biases (1-D parameters)."""
+    def ndim(p):  # ZeRO-3 keeps the real shape in ds_shape once a parameter is partitioned
+        return len(getattr(p, "ds_shape", p.shape))
+    decay = [p for p in module.parameters() if p.requires_grad and ndim(p) >= 2]
+    rest = [p for p in module.parameters() if p.requires_grad and ndim(p) < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def build_engine(objective: HybridObjective, ds: dict, weight_decay: float):
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=objective, model_parameters=param_groups(objective, weight_decay), config=ds)
+    return engine, scheduler

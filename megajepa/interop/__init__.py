@@ -1,0 +1,1 @@
+"""Hugging Face interop: config and state-dict mapping between megajepa and transformers."""

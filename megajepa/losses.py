@@ -1,0 +1,69 @@
+"""The objective: L = gamma * NTP + lambda * d(Pred(Enc(Text)), Enc(Code)).
+
+Both terms are returned as sums over their items (labelled tokens, JEPA pairs); the caller divides
+by global counts so the loss is normalised over the whole optimizer step on every rank, with no
+host sync (torchtitan's rule).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                               reduction: str = "sum") -> torch.Tensor:
+    """NTP through torch's chunked linear cross-entropy: the [N, vocab] logits are never kept."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    return F.linear_cross_entropy(h, weight.to(h.dtype), labels.reshape(-1), reduction=reduction,
+                                  ignore_index=IGNORE, options=torch.nn.LinearCrossEntropyOptions())
+
+
+def pair_distance(pred: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
+    """Per-pair distance [P] in float32 (cosine: 1 - cos; l2: Euclidean; mse: mean squared error)."""
+    pred, target = pred.float(), target.float()
+    if distance == "cosine":
+        return 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
+    if distance == "l2":
+        return (pred - target).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    if distance == "mse":
+        return (pred - target).pow(2).mean(-1)
+    raise ValueError(f"pair_distance: unknown distance {distance!r}")
+
+
+def infonce(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, temperature: float,
+            all_targets: torch.Tensor | None = None, all_mask: torch.Tensor | None = None,
+            offset: int | torch.Tensor = 0) -> torch.Tensor:
+    """Per-pair InfoNCE: each Pred's positive is its own target; negatives are every other (valid)
+    target in `all_targets` (targets gathered from every data-parallel rank; local ones by default).
+    `offset` is where this rank's targets start inside `all_targets`."""
+    if all_targets is None:
+        all_targets, all_mask = target, mask
+    p = F.normalize(pred.float(), dim=-1)
+    t = F.normalize(all_targets.float(), dim=-1)
+    logits = p @ t.T / temperature
+    logits = logits.masked_fill(all_mask[None, :] == 0, float("-inf"))
+    positives = torch.arange(pred.shape[0], device=pred.device) + offset
+    return F.cross_entropy(logits, positives, reduction="none")
+
+
+def jepa_terms(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
+               pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07,
+               gather_targets=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather Pred/target rows at index tensors (no host sync) and return (distance sum, cosine sum,
+    pred embeddings, target embeddings). Padded pair slots carry mask 0."""
+    pred = hidden_flat.index_select(0, pred_idx)
+    target = hidden_flat.index_select(0, tgt_idx)
+    mask = pair_mask.to(hidden_flat.device, torch.float32)
+    if distance == "infonce":
+        if gather_targets is not None:
+            all_targets, all_mask, offset = gather_targets(target, mask)
+            d = infonce(pred, target, mask, temperature, all_targets, all_mask, offset)
+        else:
+            d = infonce(pred, target, mask, temperature)
+    else:
+        d = pair_distance(pred, target, distance)
+    d = torch.where(mask > 0, d, torch.zeros_like(d))  # padded slots may be inf for infonce
+    cos = F.cosine_similarity(pred.detach().float(), target.detach().float(), dim=-1)
+    return (d * mask).sum(), (cos * mask).sum(), pred, target

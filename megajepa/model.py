@@ -1,0 +1,214 @@
+"""Llama-family decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention, tied or untied head.
+
+Parameter names mirror transformers' LlamaForCausalLM without its `model.` prefix, so HF interop is a
+rename. `forward` returns final-norm hidden states; `lm_head` applies the output projection, so the
+training loss never materialises full logits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from megajepa.config import ModelConfig
+
+# name: (dim, n_layers, n_heads, n_kv_heads, ffn_dim, rope_theta, tie_embeddings, max_seq_len)
+PRESETS = {
+    "tiny": (256, 4, 4, 2, 688, 10000.0, True, 2048),
+    "125m": (768, 12, 12, 12, 2048, 10000.0, True, 2048),
+    "350m": (1024, 24, 16, 16, 2816, 10000.0, True, 2048),
+    "1b": (2048, 16, 32, 8, 8192, 500000.0, True, 8192),  # Llama-3.2-1B shape
+    "3b": (3072, 28, 24, 8, 8192, 500000.0, True, 8192),  # Llama-3.2-3B shape
+    "7b": (4096, 32, 32, 32, 11008, 10000.0, False, 4096),  # Llama-2-7B shape
+}
+PRESET_VOCAB = 32000  # vocabulary assumed when a preset is sized without a tokenizer
+
+
+def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
+    """Fill unset fields (0/None) from the preset and the tokenizer; explicit fields win."""
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"model.preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
+    dim, layers, heads, kv, ffn, theta, tie, max_len = PRESETS[cfg.preset]
+    out = dataclasses.replace(cfg)
+    for name, value in (("dim", dim), ("n_layers", layers), ("n_heads", heads), ("n_kv_heads", kv),
+                        ("ffn_dim", ffn), ("rope_theta", theta), ("max_seq_len", max_len)):
+        if not getattr(out, name):
+            setattr(out, name, value)
+    if out.tie_embeddings is None:
+        out.tie_embeddings = tie
+    if not out.vocab_size:
+        out.vocab_size = -(-(vocab_size or PRESET_VOCAB) // 64) * 64  # multiple of 64 for fast matmuls
+    elif vocab_size and out.vocab_size < vocab_size:
+        raise ValueError(f"model.vocab_size={out.vocab_size} is smaller than the tokenizer's {vocab_size} ids")
+    if out.dim % out.n_heads or out.n_heads % out.n_kv_heads:
+        raise ValueError(f"model: dim ({out.dim}) must divide by n_heads ({out.n_heads}) and n_heads by "
+                         f"n_kv_heads ({out.n_kv_heads})")
+    if (out.dim // out.n_heads) % 2:
+        raise ValueError(f"model: head dim {out.dim // out.n_heads} must be even for RoPE")
+    return out
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 as transformers does, then cast back before the weight.
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin [B, T, head_dim] for arbitrary (packed) position ids; HF's half-rotation layout."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos[:, None] + rotated * sin[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
+        self.head_dim = cfg.dim // cfg.n_heads
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask, kv_cache=None):
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)
+        out = attend(q, k, v, attn_mask)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def attend(q, k, v, attn_mask):
+    """SDPA with a dense boolean mask (CPU and generation) or FlexAttention with a BlockMask (CUDA)."""
+    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+        from megajepa.attention import flex_attend
+        return flex_attend(q, k, v, attn_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x, cos, sin, attn_mask, kv_cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, kv_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class OutputHead(nn.Module):
+    """The output projection. Called as a module so ZeRO-3 gathers its weight (or the tied embedding,
+    registered as an external parameter) around the fused loss."""
+
+    def __init__(self, cfg: ModelConfig, tied_embedding: nn.Embedding | None):
+        super().__init__()
+        self._tied = [tied_embedding]  # a list hides the module from nn.Module registration
+        if tied_embedding is None:
+            self.weight = nn.Parameter(torch.empty(cfg.vocab_size, cfg.dim))
+
+    @property
+    def projection(self) -> torch.Tensor:
+        return self.weight if self._tied[0] is None else self._tied[0].weight
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None, reduction: str = "sum"):
+        """With labels: fused linear cross-entropy (no logits kept); without: logits."""
+        if labels is None:
+            return F.linear(hidden, self.projection)
+        from megajepa.losses import fused_linear_cross_entropy
+        return fused_linear_cross_entropy(hidden, self.projection, labels, reduction=reduction)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = OutputHead(cfg, self.embed_tokens if cfg.tie_embeddings else None)
+        self.activation_checkpointing = False
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 style: scale residual projections by depth
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                self._normal(p, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _normal(p: torch.Tensor, std: float) -> None:
+        # Under ZeRO-3 Init a parameter may be partitioned to an empty local shard; init what is here.
+        if p.numel():
+            nn.init.normal_(p, mean=0.0, std=std)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            self._normal(module.weight, std)
+        if isinstance(module, nn.Linear) and module.bias is not None and module.bias.numel():
+            nn.init.zeros_(module.bias)
+        if isinstance(module, OutputHead) and module._tied[0] is None:
+            self._normal(module.weight, std)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attn_mask, kv_caches=None):
+        x = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(position_ids, self.config.dim // self.config.n_heads, self.config.rope_theta,
+                                x.dtype)
+        for i, layer in enumerate(self.layers):
+            cache = kv_caches[i] if kv_caches is not None else None
+            if self.activation_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, attn_mask, cache)
+        return self.norm(x)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Exact parameter count from the config (no model needed, so it works under ZeRO-3 partitioning)."""
+    hd = cfg.dim // cfg.n_heads
+    attn = cfg.dim * hd * (cfg.n_heads * 2 + cfg.n_kv_heads * 2)
+    if cfg.qkv_bias:
+        attn += hd * (cfg.n_heads + 2 * cfg.n_kv_heads)
+    layer = attn + 3 * cfg.dim * cfg.ffn_dim + 2 * cfg.dim
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim
+    return cfg.vocab_size * cfg.dim + cfg.n_layers * layer + cfg.dim + head
+
+
+def describe(cfg: ModelConfig) -> str:
+    n = count_parameters(cfg)
+    return (f"model {cfg.preset}: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "
+            f"{cfg.n_heads} heads / {cfg.n_kv_heads} kv, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, "
+            f"{'tied' if cfg.tie_embeddings else 'untied'} head)")

@@ -1,0 +1,40 @@
+"""The hybrid objective as one module, so DeepSpeed's engine wraps model and loss together and ZeRO-3
+gathers the output head inside the forward that uses it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from megajepa.attention import build_attention_mask
+from megajepa.config import JepaConfig
+from megajepa.losses import jepa_terms
+from megajepa.model import Transformer
+
+
+class HybridObjective(nn.Module):
+    def __init__(self, model: Transformer, jepa: JepaConfig, use_flex: bool = False):
+        super().__init__()
+        self.model = model
+        self.jepa = jepa
+        self.use_flex = use_flex
+        self.gather_targets = None  # set by the trainer for InfoNCE across data-parallel ranks
+
+    def forward(self, batch: dict[str, torch.Tensor], ntp_denominator: torch.Tensor,
+                jepa_denominator: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss for one micro-batch, already normalised by the step's global counts.
+
+        Returns (loss, stats) with stats holding detached sums for logging: ntp_sum, jepa_sum, cos_sum,
+        and the Pred/target embeddings for collapse monitoring."""
+        mask = build_attention_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"], self.use_flex,
+                                    self.model.config.sliding_window)
+        hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
+        ntp_sum = self.model.lm_head(hidden, batch["labels"])
+        jepa_sum, cos_sum, pred, target = jepa_terms(
+            hidden.reshape(-1, hidden.shape[-1]), batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
+            self.jepa.distance, self.jepa.temperature, self.gather_targets)
+        loss = self.jepa.gamma * ntp_sum / ntp_denominator
+        if self.jepa.lam > 0:
+            loss = loss + self.jepa.lam * jepa_sum / jepa_denominator
+        stats = {"ntp_sum": ntp_sum.detach(), "jepa_sum": jepa_sum.detach(), "cos_sum": cos_sum,
+                 "pred": pred.detach(), "target": target.detach()}
+        return loss, stats

@@ -1,0 +1,60 @@
+"""Entry point: `deepspeed megajepa/train.py [--config FILE] [--deepspeed_config FILE] key=value ...`.
+
+Also runs as `python megajepa/train.py` (one process), under `torchrun`, `srun` and `mpirun`.
+With no arguments it trains the `tiny` preset on the embedded synthetic English<->regex corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+# DeepSpeed 0.19 calls a torch collective that torch 2.13 deprecates, once per step.
+warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=FutureWarning)
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from megajepa.config import ConfigError, load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="run config (YAML or JSON)")
+    parser.add_argument("--deepspeed_config", help="DeepSpeed JSON (default ds_configs/zero3.json)")
+    parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=30 jepa.lambda=1")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank{rank}] %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    overrides = list(args.overrides) + ([f"deepspeed_config={args.deepspeed_config}"] if args.deepspeed_config else [])
+    try:
+        cfg = load_config(args.config, overrides)  # every config error before any compute
+    except ConfigError as e:
+        print(f"megajepa: config error: {e}", file=sys.stderr)
+        return 2
+
+    from megajepa import distributed
+    from megajepa.data.examples import RecordError
+    from megajepa.trainer import Trainer
+
+    info = distributed.init_distributed()
+    try:
+        Trainer(cfg, info).run()
+    except (ConfigError, RecordError, ValueError) as e:
+        print(f"megajepa: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
