@@ -1,0 +1,41 @@
+"""The megajepa decoder equals transformers' LlamaForCausalLM given the same weights."""
+import pytest
+import torch
+import transformers
+
+from megajepa.attention import dense_mask
+from megajepa.interop.hf_mapping import to_hf_config, to_hf_state_dict
+from megajepa.model import PRESETS, count_parameters, resolve_model_config
+from megajepa.config import ModelConfig
+
+from helpers import VOCAB, tiny_model
+
+
+def _causal_meta(b, t):
+    seg = torch.zeros(b, t, dtype=torch.long)
+    return seg, torch.full_like(seg, -1), torch.zeros_like(seg)
+
+
+@pytest.mark.parametrize("tie,kv", [(True, 2), (False, 4), (True, 1)])
+def test_logits_match_llama(tie, kv):
+    model = tiny_model(seed=1, tie_embeddings=tie, n_kv_heads=kv, rope_theta=500000.0)
+    hf = transformers.LlamaForCausalLM(to_hf_config(model.config)).eval()
+    result = hf.load_state_dict(to_hf_state_dict(model.state_dict(), tie), strict=False)
+    assert not result.unexpected_keys
+    assert set(result.missing_keys) <= ({"lm_head.weight"} if tie else set())
+    ids = torch.randint(0, VOCAB, (3, 29), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(29).expand(3, 29)
+    with torch.no_grad():
+        ours = model.lm_head(model(ids, positions, dense_mask(*_causal_meta(3, 29))))
+        ref = hf(ids).logits
+    assert (ours - ref).abs().max().item() < 1e-4
+
+
+def test_parameter_count_matches_module():
+    model = tiny_model(tie_embeddings=False, qkv_bias=True)
+    assert count_parameters(model.config) == sum(p.numel() for p in model.parameters())
+    tiny = resolve_model_config(ModelConfig(preset="tiny"), 1024)
+    assert count_parameters(tiny) < 5_000_000
+    assert set(PRESETS) == {"tiny", "125m", "350m", "1b", "3b", "7b"}
+    sizes = [count_parameters(resolve_model_config(ModelConfig(preset=p), 32000)) for p in PRESETS]
+    assert sizes == sorted(sizes)

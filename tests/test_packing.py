@@ -1,0 +1,164 @@
+"""Packed-equals-separate: the core equivalence of the project.
+
+A packed row holding many examples' streams, predictor blocks and copies must give, at every Pred and
+Enc position, the hidden states of separate forward passes over `bos Text [sep] preds` and
+`bos Code [eos]`; stream logits must equal an unpacked forward; and the packed loss must have the
+gradient of the same loss computed from those separate passes.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from megajepa.attention import dense_mask
+from megajepa.packing import IGNORE, LayoutConfig, build_unit, collate, place
+
+from helpers import SPECIALS, random_views, tiny_model
+
+SP = SPECIALS
+
+
+def separate_hidden(model, tokens: list[int]) -> torch.Tensor:
+    """One sequence on its own: positions from 0, plain causal attention."""
+    ids = torch.tensor([tokens])
+    seg = torch.zeros_like(ids)
+    return model(ids, torch.arange(len(tokens))[None], dense_mask(seg, seg - 1, seg))[0]
+
+
+def packed_hidden(model, rows):
+    batch = collate(rows)
+    mask = dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])
+    return model(batch["input_ids"], batch["position_ids"], mask), batch
+
+
+def one_row(views_list, layout, seq_len=None):
+    units = [build_unit(v, SP, layout) for v in views_list]
+    total = sum(u.n_tokens for u in units)
+    rows = place(units, seq_len or total + 5, SP)
+    assert len(rows) == 1 and rows[0].n_units == len(units)
+    return rows
+
+
+def expected_sequences(views, layout):
+    """The separate passes the packed row must reproduce (written from the paper, not the packer)."""
+    text, code = views
+    marker = [SP.sep] if layout.embed_at == "end" else []
+    pred_seq = [SP.bos] + text + marker + SP.predictors[:layout.predictors]
+    code_seq = [SP.bos] + code + ([SP.eos] if layout.embed_at == "end" else [])
+    stream = [SP.bos] + text + [SP.sep] + code + [SP.eos]
+    return pred_seq, code_seq, stream
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+@pytest.mark.parametrize("embed_at", ["end", "last"])
+def test_pred_and_enc_equal_separate_passes(k, embed_at):
+    rng = np.random.default_rng(k * 10 + len(embed_at))
+    layout = LayoutConfig(predictors=k, embed_at=embed_at)
+    model = tiny_model(seed=3)
+    views_list = [random_views(rng) for _ in range(6)]
+    rows = one_row(views_list, layout)
+    with torch.no_grad():
+        hidden, batch = packed_hidden(model, rows)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        for i, views in enumerate(views_list):
+            pred_seq, code_seq, _ = expected_sequences(views, layout)
+            pred_ref = separate_hidden(model, pred_seq)[-1]
+            code_ref = separate_hidden(model, code_seq)[-1]
+            assert (flat[batch["pred_idx"][i]] - pred_ref).abs().max() < 1e-5
+            assert (flat[batch["tgt_idx"][i]] - code_ref).abs().max() < 1e-5
+        assert batch["pair_mask"].sum() == len(views_list)
+
+
+def test_stream_logits_equal_unpacked_forward():
+    rng = np.random.default_rng(7)
+    layout = LayoutConfig(predictors=2)
+    model = tiny_model(seed=4)
+    views_list = [random_views(rng) for _ in range(5)]
+    rows = one_row(views_list, layout)
+    with torch.no_grad():
+        hidden, batch = packed_hidden(model, rows)
+        logits = model.lm_head(hidden[0])
+        start = 0
+        for unit_views in views_list:
+            _, _, stream = expected_sequences(unit_views, layout)
+            ref = model.lm_head(separate_hidden(model, stream))
+            got = logits[start:start + len(stream)]
+            assert torch.equal(batch["input_ids"][0, start:start + len(stream)], torch.tensor(stream))
+            assert (got - ref).abs().max() < 1e-4
+            start += build_unit(unit_views, SP, layout).n_tokens
+
+
+def test_labels_cover_code_and_eos_only_by_default():
+    views = [[20, 21, 22], [30, 31]]
+    unit = build_unit(views, SP, LayoutConfig(predictors=2))
+    stream, preds, copy = unit.segments
+    # stream: bos 20 21 22 sep 30 31 eos -> targets 30 31 eos at the positions before them
+    assert stream.labels == [IGNORE, IGNORE, IGNORE, IGNORE, 30, 31, SP.eos, IGNORE]
+    assert all(l == IGNORE for l in preds.labels + copy.labels)
+    all_tokens = build_unit(views, SP, LayoutConfig(predictors=2, train_all=True)).segments[0]
+    assert all_tokens.labels == stream.tokens[1:] + [IGNORE]
+
+
+def test_rows_pack_many_examples_without_waste():
+    rng = np.random.default_rng(0)
+    layout = LayoutConfig(predictors=1)
+    units = [build_unit(random_views(rng), SP, layout) for _ in range(200)]
+    rows = place(units, 128, SP)
+    real = sum(r.n_real for r in rows)
+    assert real == sum(u.n_tokens for u in units)
+    assert sum(r.n_units for r in rows) == 200
+    # Padding is only what no remaining unit could fill: far below one unit per row on average.
+    assert (len(rows) * 128 - real) / len(rows) < min(u.n_tokens for u in units) + 8
+    # every unit keeps its segments in one row: pairs point inside their row
+    for r in rows:
+        for p, t in r.pairs:
+            assert r.seg[p] >= 0 and r.seg[t] >= 0
+
+
+def _packed_loss(model, rows):
+    hidden, batch = packed_hidden(model, rows)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    ntp = F.cross_entropy(model.lm_head(flat), batch["labels"].reshape(-1), ignore_index=IGNORE, reduction="sum")
+    pred, tgt = flat[batch["pred_idx"]], flat[batch["tgt_idx"]]
+    jepa = ((1 - F.cosine_similarity(pred, tgt, dim=-1)) * batch["pair_mask"]).sum()
+    return ntp + jepa
+
+
+def _separate_loss(model, views_list, layout):
+    total = 0.0
+    for views in views_list:
+        pred_seq, code_seq, stream = expected_sequences(views, layout)
+        h = separate_hidden(model, stream)
+        answer_start = len(views[0]) + 2
+        targets = torch.tensor(stream[answer_start:])
+        total = total + F.cross_entropy(model.lm_head(h[answer_start - 1:-1]), targets, reduction="sum")
+        pred = separate_hidden(model, pred_seq)[-1]
+        code = separate_hidden(model, code_seq)[-1]
+        total = total + (1 - F.cosine_similarity(pred, code, dim=0))
+    return total
+
+
+def test_packed_loss_gradient_equals_separate_passes():
+    rng = np.random.default_rng(11)
+    layout = LayoutConfig(predictors=2)
+    views_list = [random_views(rng) for _ in range(4)]
+    packed_model, separate_model = tiny_model(seed=5), tiny_model(seed=5)
+    loss_packed = _packed_loss(packed_model, one_row(views_list, layout))
+    loss_separate = _separate_loss(separate_model, views_list, layout)
+    loss_packed.backward()
+    loss_separate.backward()
+    assert abs(loss_packed.item() - loss_separate.item()) < 1e-4
+    for (name, p), q in zip(packed_model.named_parameters(), separate_model.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_fused_ntp_equals_materialised_logits():
+    model = tiny_model(seed=6)
+    hidden = torch.randn(2, 9, 64, requires_grad=True)
+    labels = torch.randint(0, 96, (2, 9))
+    labels[0, :3] = IGNORE
+    fused = model.lm_head(hidden, labels)
+    ref = F.cross_entropy(model.lm_head(hidden).reshape(-1, 96), labels.reshape(-1), reduction="sum")
+    g1 = torch.autograd.grad(fused, hidden)[0]
+    g2 = torch.autograd.grad(ref, hidden)[0]
+    assert torch.allclose(fused, ref, atol=1e-5) and torch.allclose(g1, g2, atol=1e-6)
