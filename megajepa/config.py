@@ -139,6 +139,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(errors[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
