@@ -1,0 +1,23 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "cluster"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: needs a real (throwaway, local) Slurm cluster; skipped when it cannot start")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """One-node Slurm on 127.0.0.1 for the session (apt-installs it as root when missing)."""
+    from slurm_cluster import ClusterUnavailable, SlurmCluster
+
+    try:
+        cluster = SlurmCluster(str(tmp_path_factory.mktemp("slurm"))).start()
+    except ClusterUnavailable as e:
+        pytest.skip(f"no local Slurm cluster: {e}")
+    yield cluster
+    cluster.stop()
