@@ -56,9 +56,14 @@ class DataConfig:
     task: str = "regex"  # embedded synthetic corpus used when `sources` is empty
     num_train: int = 20000
     num_test: int = 500
-    sources: list = field(default_factory=list)  # [{path, weight, format}] (data issue)
+    # Weighted mixture: [{path (file|folder|glob), weight, format (jsonl|json|parquet), streaming}] or paths.
+    sources: list = field(default_factory=list)
+    mixture_stop: str = "first_exhausted"  # first_exhausted (no repeats) | all_exhausted (oversample)
+    extra_view_fields: list = field(default_factory=list)  # messages records: fields of alternative message lists
+    shards: str | None = None  # tools/preprocess_data.py output: train from memory-mapped rows, no tokenizing
     seq_len: int = 512  # packed row length
-    train_all: bool = False  # NTP over every token of the stream, not just the Code view
+    train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
+    system_prompt: bool = False  # render a messages record's system turn before Text (Text then gets a copy)
     on_bad_record: str = "skip"  # skip | error
     tokenizer: str | None = None  # path to a sentencepiece model; None: train one next to the run
     vocab_size: int = 1024  # for a tokenizer trained here
@@ -242,6 +247,10 @@ def validate(cfg: RunConfig) -> None:
     _choice("jepa.pairs", j.pairs, ("chain", "all"))
     _choice("jepa.embed_at", j.embed_at, ("end", "last"))
     _choice("data.on_bad_record", d.on_bad_record, ("skip", "error"))
+    _choice("data.mixture_stop", d.mixture_stop, ("first_exhausted", "all_exhausted"))
+    _check_sources(d.sources)
+    if d.shards is not None and not os.path.isdir(d.shards):
+        raise ConfigError(f"data.shards: {d.shards!r} is not a directory (write it with tools/preprocess_data.py)")
     if cfg.resume not in ("none", "auto") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume must be none, auto or an existing checkpoint directory, got {cfg.resume!r}")
     for key, value, low in (("data.seq_len", d.seq_len, 8), ("train.max_steps", t.max_steps, 0),
@@ -253,3 +262,25 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+
+
+_SOURCE_KEYS = {"path": str, "weight": (int, float), "format": (str, type(None)), "streaming": bool}
+
+
+def _check_sources(sources: list) -> None:
+    """Each data.sources entry: a path string or {path, weight > 0, format, streaming}."""
+    for i, spec in enumerate(sources):
+        key = f"data.sources[{i}]"
+        if isinstance(spec, str):
+            continue
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ConfigError(f"{key} must be a path or a mapping with 'path', got {spec!r}")
+        for name, value in spec.items():
+            if name not in _SOURCE_KEYS:
+                raise ConfigError(f"unknown config key '{key}.{name}' (known: {', '.join(_SOURCE_KEYS)})")
+            if not isinstance(value, _SOURCE_KEYS[name]) or (name == "weight" and isinstance(value, bool)):
+                raise ConfigError(f"config key '{key}.{name}' has the wrong type: {value!r}")
+        if spec.get("weight", 1.0) <= 0:
+            raise ConfigError(f"config key '{key}.weight' must be > 0, got {spec['weight']}")
+        if spec.get("format") not in (None, "jsonl", "json", "parquet"):
+            raise ConfigError(f"config key '{key}.format' must be jsonl|json|parquet, got {spec['format']!r}")

@@ -6,10 +6,18 @@ pairs of its JEPA term. The default two-view layout (ARCHITECTURE.md):
     [bos Text sep Code eos | pred_1..pred_k | bos Code eos]
      NTP stream             predictor block   isolated copy of Code
 
-- The predictor block continues Text's position ids and reads only the stream's `bos Text sep`
-  prefix (`bos Text` with embed_at=last) and itself; its last token is Pred(Enc(Text)).
-- The copy starts at position 0 and reads only itself; its last token is Enc(Code).
-- k = 0: Enc(Text) itself (the marker after Text in the stream) is the prediction.
+- Enc(v) is the hidden state at the end of `bos v marker` encoded alone (marker: sep after every
+  view but the last, eos after the last; embed_at=last drops the marker and uses v's last token).
+- A view whose standalone encoding is already a prefix of some segment (Text in the stream, every
+  view in train_all mode) is reused; any other view that the objective needs gets one isolated copy.
+- A predictor block continues the positions of that standalone encoding and reads only it and
+  itself; its last token is Pred(Enc(v)). k = 0: Enc(v) itself is the prediction.
+- pred_position=front: `bos pred_1..k v marker` is its own segment (predictors change the view's
+  encoding, so nothing is shared); Pred is its last token.
+- N views: pairs chain (v_i predicts v_i+1) or all (every ordered pair); reverse swaps direction.
+- train_all (pretraining): every view is its own NTP stream `bos v eos`, labelled on every token.
+- A prompt (chat records with a system turn) is rendered before Text in the stream, so Text is no
+  longer a stream prefix and gets a copy.
 Units are placed into fixed-length rows first-fit, so padding is only what no unit could fill.
 """
 from __future__ import annotations
@@ -57,29 +65,45 @@ class Specials:
 class LayoutConfig:
     predictors: int = 1
     embed_at: str = "end"  # end: view's end marker (sep / eos) | last: its last content token
-    train_all: bool = False  # NTP on every stream token, not just the answer view
+    train_all: bool = False  # pretraining: every view its own NTP stream, labelled everywhere
+    pred_position: str = "end"  # end: predictors after the view | front: before it
+    reverse: bool = False  # Code predicts Text (every pair's direction swapped)
+    pairs: str = "chain"  # N views: chain (i -> i+1) | all (every ordered pair)
 
     @classmethod
     def from_run(cls, cfg) -> "LayoutConfig":
-        return cls(predictors=cfg.jepa.predictors, embed_at=cfg.jepa.embed_at, train_all=cfg.data.train_all)
+        j = cfg.jepa
+        return cls(predictors=j.predictors, embed_at=j.embed_at, train_all=cfg.data.train_all,
+                   pred_position=j.pred_position, reverse=j.reverse, pairs=j.pairs)
 
 
-def _stream(views: list[list[int]], sp: Specials, train_all: bool) -> Segment:
-    """`bos v0 sep v1 eos` (or `bos v eos` for one view); labels on v1 + eos, or everything."""
-    tokens = [sp.bos]
+def _labels(tokens: list[int], first_target: int) -> list[int]:
+    """Next-token labels predicting tokens[first_target:]; IGNORE elsewhere."""
+    return [tokens[i + 1] if i + 1 >= first_target and i + 1 < len(tokens) else IGNORE
+            for i in range(len(tokens))]
+
+
+def _stream(views: list[list[int]], sp: Specials, prompt: list[int] | None = None) -> Segment:
+    """`bos [prompt sep] v0 sep ... v_last eos`; labels on v_last + eos (the answer)."""
+    tokens = [sp.bos] + (prompt + [sp.sep] if prompt else [])
     for i, view in enumerate(views):
         tokens += view + [sp.sep if i < len(views) - 1 else sp.eos]
-    answer_start = len(tokens) - len(views[-1]) - 1  # index of v1's first token
-    labels = []
-    for i in range(len(tokens)):
-        target = tokens[i + 1] if i + 1 < len(tokens) else IGNORE
-        labels.append(target if train_all or i + 1 >= answer_start else IGNORE)
-    return Segment(tokens, list(range(len(tokens))), labels)
+    answer_start = len(tokens) - len(views[-1]) - 1
+    return Segment(tokens, list(range(len(tokens))), _labels(tokens, answer_start))
 
 
-def _copy(view: list[int], sp: Specials, embed_at: str) -> Segment:
-    """The view encoded on its own: `bos v eos` (`bos v` with embed_at=last; the eos would be unread)."""
-    tokens = [sp.bos] + view + ([sp.eos] if embed_at == "end" else [])
+def _own_stream(view: list[int], sp: Specials) -> Segment:
+    """train_all: `bos v eos`, every token a target."""
+    tokens = [sp.bos] + view + [sp.eos]
+    return Segment(tokens, list(range(len(tokens))), _labels(tokens, 1))
+
+
+def _standalone(view: list[int], sp: Specials, marker: int, embed_at: str, lead: list[int] = ()) -> list[int]:
+    """`bos [lead] v marker` (no marker with embed_at=last: it would be unread)."""
+    return [sp.bos] + list(lead) + view + ([marker] if embed_at == "end" else [])
+
+
+def _copy(tokens: list[int]) -> Segment:
     return Segment(tokens, list(range(len(tokens))), [IGNORE] * len(tokens))
 
 
@@ -88,23 +112,61 @@ def _predictor_block(ctx: int, prefix_len: int, k: int, sp: Specials) -> Segment
     return Segment(sp.predictors[:k], list(range(prefix_len, prefix_len + k)), [IGNORE] * k, ctx, prefix_len)
 
 
-def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_jepa: bool = True) -> Unit:
-    """Two-view example (Text, Code) -> unit. Without JEPA (loss dropout, lambda=0) only the stream."""
-    text, code = views
-    segments = [_stream(views, sp, layout.train_all)]
-    if not with_jepa:
-        return Unit(segments)
-    # Enc(Text) lives in the stream: its marker (sep) or its last token.
-    text_enc = len(text) + 1 if layout.embed_at == "end" else len(text)
-    prefix_len = text_enc + 1
-    if layout.predictors:
-        segments.append(_predictor_block(0, prefix_len, layout.predictors, sp))
-        pred = (1, layout.predictors - 1)
+def view_pairs(n_views: int, pairs: str = "chain", reverse: bool = False) -> list[tuple[int, int]]:
+    """(source, target) view indices: source's Pred predicts target's Enc."""
+    if pairs == "chain":
+        out = [(i, i + 1) for i in range(n_views - 1)]
+    elif pairs == "all":
+        out = [(i, j) for i in range(n_views) for j in range(n_views) if i != j]
     else:
-        pred = (0, text_enc)
-    segments.append(_copy(code, sp, layout.embed_at))
-    target = (len(segments) - 1, len(segments[-1].tokens) - 1)
-    return Unit(segments, [(pred, target)])
+        raise ValueError(f"jepa.pairs must be chain or all, got {pairs!r}")
+    return [(t, s) for s, t in out] if reverse else out
+
+
+def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_jepa: bool = True,
+               prompt: list[int] | None = None) -> Unit:
+    """An example's views (Text, Code, ... ; token ids without specials) -> unit. Without JEPA (loss
+    dropout, lambda=0) only the NTP stream(s). `prompt`: tokens rendered before Text (chat system turn)."""
+    n = len(views)
+    if layout.train_all:
+        segments = [_own_stream(v, sp) for v in views]
+        markers = [sp.eos] * n
+        standalone = {i: (i, len(v) + (2 if layout.embed_at == "end" else 1)) for i, v in enumerate(views)}
+    else:
+        segments = [_stream(views, sp, prompt)]
+        markers = [sp.sep] * (n - 1) + [sp.eos]
+        standalone = {} if prompt else {0: (0, len(views[0]) + (2 if layout.embed_at == "end" else 1))}
+    if not with_jepa or n < 2:
+        return Unit(segments)
+
+    def encoding(i: int) -> tuple[int, int]:
+        """(segment, length) whose first `length` tokens are `bos v_i marker` alone; copy if none."""
+        if i not in standalone:
+            tokens = _standalone(views[i], sp, markers[i], layout.embed_at)
+            segments.append(_copy(tokens))
+            standalone[i] = (len(segments) - 1, len(tokens))
+        return standalone[i]
+
+    directed = view_pairs(n, layout.pairs, layout.reverse)
+    k = layout.predictors
+    preds: dict[int, tuple[int, int]] = {}
+    for src in dict.fromkeys(s for s, _ in directed):  # one Pred per source view, whatever its targets
+        if k and layout.pred_position == "front":
+            tokens = _standalone(views[src], sp, markers[src], layout.embed_at, sp.predictors[:k])
+            segments.append(_copy(tokens))
+            preds[src] = (len(segments) - 1, len(tokens) - 1)
+        elif k:
+            seg, length = encoding(src)
+            segments.append(_predictor_block(seg, length, k, sp))
+            preds[src] = (len(segments) - 1, k - 1)
+        else:
+            seg, length = encoding(src)
+            preds[src] = (seg, length - 1)
+    pairs = []
+    for src, tgt in directed:
+        seg, length = encoding(tgt)
+        pairs.append((preds[src], (seg, length - 1)))
+    return Unit(segments, pairs)
 
 
 @dataclass
@@ -131,8 +193,12 @@ class _OpenRow:
 
 def place(units: list[Unit], seq_len: int, sp: Specials, max_open: int = 32) -> list[PackedRow]:
     """First-fit units into rows of `seq_len` tokens; a unit never straddles rows. Deterministic."""
+    return list(place_stream(units, seq_len, sp, max_open))
+
+
+def place_stream(units, seq_len: int, sp: Specials, max_open: int = 32):
+    """`place` as a generator: rows come out as they close, so a corpus larger than memory packs."""
     open_rows: list[_OpenRow] = []
-    done: list[PackedRow] = []
     for unit in units:
         n = unit.n_tokens
         if n > seq_len:
@@ -141,13 +207,12 @@ def place(units: list[Unit], seq_len: int, sp: Specials, max_open: int = 32) -> 
         if row is None:
             if len(open_rows) >= max_open:  # close the fullest row to bound the buffer
                 fullest = max(range(len(open_rows)), key=lambda i: open_rows[i].used)
-                done.append(_materialise(open_rows.pop(fullest).units, seq_len, sp))
+                yield _materialise(open_rows.pop(fullest).units, seq_len, sp)
             row = _OpenRow()
             open_rows.append(row)
         row.units.append(unit)
         row.used += n
-    done.extend(_materialise(r.units, seq_len, sp) for r in open_rows)
-    return done
+    yield from (_materialise(r.units, seq_len, sp) for r in open_rows)
 
 
 def _materialise(units: list[Unit], seq_len: int, sp: Specials) -> PackedRow:

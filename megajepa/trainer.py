@@ -43,7 +43,8 @@ class Trainer:
         records = corpus.train_records(cfg, report)
         self.tokenizer = self._tokenizer(records)
         min_views = 2 if cfg.jepa.lam > 0 else 1
-        examples = tokenize_records(records, self.tokenizer, min_views, cfg.data.on_bad_record, report)
+        examples = tokenize_records(records, self.tokenizer, min_views, cfg.data.on_bad_record, report,
+                                    with_prompt=cfg.data.system_prompt)
         self.specials = Specials.from_tokenizer(self.tokenizer)
         self.epochs = PackedEpochs(examples, self.specials, LayoutConfig.from_run(cfg), cfg.data.seq_len, cfg.seed,
                                    cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record, report)

@@ -95,8 +95,11 @@ def test_labels_cover_code_and_eos_only_by_default():
     # stream: bos 20 21 22 sep 30 31 eos -> targets 30 31 eos at the positions before them
     assert stream.labels == [IGNORE, IGNORE, IGNORE, IGNORE, 30, 31, SP.eos, IGNORE]
     assert all(l == IGNORE for l in preds.labels + copy.labels)
-    all_tokens = build_unit(views, SP, LayoutConfig(predictors=2, train_all=True)).segments[0]
-    assert all_tokens.labels == stream.tokens[1:] + [IGNORE]
+    # train_all (pretraining, issue 3): every view is its own `bos v eos` stream, labelled everywhere
+    own = build_unit(views, SP, LayoutConfig(predictors=2, train_all=True)).segments[:2]
+    for view, segment in zip(views, own):
+        assert segment.tokens == [SP.bos] + view + [SP.eos]
+        assert segment.labels == view + [SP.eos, IGNORE]
 
 
 def test_rows_pack_many_examples_without_waste():

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 class Example:
     views: list[list[int]]  # token ids per view, no specials
     source: str  # "file:line" (or "synthetic:index") for messages about this example
+    prompt: list[int] | None = None  # chat system turn rendered before Text (data.system_prompt)
 
 
 @dataclass
@@ -30,18 +31,29 @@ class BadRecordReport:
         return sum(self.counts.values())
 
 
+def system_turn(record) -> str | None:
+    """The first system turn of a messages record: the chat prompt rendered before Text."""
+    messages = record.get("messages") if isinstance(record, dict) else None
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("role") == "system" and isinstance(message.get("content"), str):
+            return message["content"]
+    return None
+
+
 class RecordError(ValueError):
     """A bad record under policy `error`; raised before training starts."""
 
 
 def tokenize_records(records, tokenizer, min_views: int, policy: str, report: BadRecordReport,
-                     source_name: str = "synthetic") -> list[Example]:
-    """`records`: iterable of (source, record) or plain records (numbered from 1)."""
+                     source_name: str = "synthetic", with_prompt: bool = False,
+                     extra_fields: tuple | list = ()) -> list[Example]:
+    """`records`: iterable of (source, record) or plain records (numbered from 1). `with_prompt`: keep
+    a messages record's system turn as the example's prompt."""
     out = []
     for i, item in enumerate(records, 1):
         source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
         try:
-            views = record_views(record)
+            views = record_views(record, extra_fields)  # extra_fields: data.extra_view_fields
             if len(views) < min_views:
                 raise BadRecord(f"has {len(views)} view(s); this objective needs {min_views}")
             ids = [tokenizer.encode(v) for v in views]
@@ -52,5 +64,6 @@ def tokenize_records(records, tokenizer, min_views: int, policy: str, report: Ba
                 raise RecordError(f"{source}: {e}") from None
             report.add(source, str(e))
             continue
-        out.append(Example(ids, source))
+        prompt = system_turn(record) if with_prompt else None
+        out.append(Example(ids, source, tokenizer.encode(prompt) if prompt else None))
     return out
