@@ -1,0 +1,57 @@
+"""The FlexAttention BlockMask (CUDA path) against the dense SDPA mask (CPU path): one rule, two
+materialisations. Forward only: FlexAttention has no CPU backward. (~30 s: one CPU compile)"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_mask
+
+from megajepa.attention import block_mask, dense_mask, flex_attend
+from megajepa.packing import LayoutConfig, build_unit, collate, place
+
+from helpers import SPECIALS, random_views
+
+BLOCK = 8  # small blocks so a short row has full, partial and empty blocks
+
+
+def random_rows(seed: int, seq_len: int = 128, n: int = 12):
+    rng = np.random.default_rng(seed)
+    layout = LayoutConfig(predictors=int(rng.integers(0, 4)), embed_at=("end", "last")[seed % 2])
+    units = [build_unit(random_views(rng, low=2, high=24), SPECIALS, layout, with_jepa=bool(rng.integers(0, 4)))
+             for _ in range(n)]
+    return collate(place(units, seq_len, SPECIALS))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_mask_equals_dense_mask(seed):
+    batch = random_rows(seed)
+    seg, ctx_seg, ctx_end = batch["seg"], batch["ctx_seg"], batch["ctx_end"]
+    dense = dense_mask(seg, ctx_seg, ctx_end)
+    bm = block_mask(seg, ctx_seg, ctx_end, block_size=BLOCK)
+    b, t = seg.shape
+    assert torch.equal(create_mask(bm.mask_mod, b, 1, t, t, device="cpu"), dense)
+    # Block structure: a skipped block has no allowed pair; a "full" block (mask_mod skipped) is all True.
+    blocks = dense[:, 0].reshape(b, t // BLOCK, BLOCK, t // BLOCK, BLOCK).transpose(2, 3)
+    any_allowed, all_allowed = blocks.any((-1, -2)), blocks.all((-1, -2))
+    visited = bm.to_dense()[:, 0].bool()  # partial or full blocks
+    assert torch.equal(visited, any_allowed)
+    full = torch.zeros_like(visited)
+    for i in range(b):
+        for q in range(t // BLOCK):
+            n = int(bm.full_kv_num_blocks[i, 0, q])
+            full[i, q, bm.full_kv_indices[i, 0, q, :n]] = True
+    assert (all_allowed | ~full).all()
+    assert full.any() and (~visited).any()  # the rows exercise skipped and full blocks
+
+
+def test_flex_attention_forward_equals_sdpa():
+    batch = random_rows(3, seq_len=128)
+    seg, ctx_seg, ctx_end = batch["seg"], batch["ctx_seg"], batch["ctx_end"]
+    g = torch.Generator().manual_seed(0)
+    b, t = seg.shape
+    q = torch.randn(b, 4, t, 16, generator=g)
+    k, v = torch.randn(2, b, 2, t, 16, generator=g)  # grouped-query: 4 query heads share 2 kv heads
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask(seg, ctx_seg, ctx_end),
+                                              enable_gqa=True)
+    got = flex_attend(q, k, v, block_mask(seg, ctx_seg, ctx_end, block_size=32))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
