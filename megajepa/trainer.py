@@ -11,13 +11,21 @@ import torch
 import torch.distributed as dist
 
 from megajepa import checkpoint, distributed
+from megajepa.compiling import compile_objective, use_flex_attention
 from megajepa.config import RunConfig
-from megajepa.data import corpus
+from megajepa.data import corpus, preprocess
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
+from megajepa.eval.periodic import PeriodicEval
+from megajepa.flops import batch_train_flops, throughput_scalars
 from megajepa.engine import build_engine, build_model, resolve_ds_config
+from megajepa.losses import gather_across_ranks
+from megajepa.interop.hf_files import HFCheckpoint
+from megajepa.interop.hf_tokenizer import load_tokenizer
+from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
 from megajepa.metrics_log import MetricsLogger
 from megajepa.model import describe, resolve_model_config
+from megajepa.monitor import CollapseMonitor
 from megajepa.objective import HybridObjective
 from megajepa.packing import IGNORE, LayoutConfig, Specials
 from megajepa.tokenizer import Tokenizer, load_or_train
@@ -39,42 +47,74 @@ class Trainer:
         seed_everything(cfg.seed)  # same on every rank: identical init whatever the world size
         ds = resolve_ds_config(cfg, self.world)  # config errors before any data or model work
 
-        report = BadRecordReport()
-        records = corpus.train_records(cfg, report)
-        self.tokenizer = self._tokenizer(records)
-        min_views = 2 if cfg.jepa.lam > 0 else 1
-        examples = tokenize_records(records, self.tokenizer, min_views, cfg.data.on_bad_record, report,
-                                    with_prompt=cfg.data.system_prompt)
+        self.tokenizer, self.epochs = self._data()
         self.specials = Specials.from_tokenizer(self.tokenizer)
-        self.epochs = PackedEpochs(examples, self.specials, LayoutConfig.from_run(cfg), cfg.data.seq_len, cfg.seed,
-                                   cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record, report)
-        if report.total:
-            log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])
         self.loader = DistributedRowLoader(self.epochs, cfg.train.micro_batch_size, self.rank, self.world)
 
-        self.model_cfg = resolve_model_config(cfg.model, self.tokenizer.vocab_size)
+        if cfg.model.init_from_hf:  # the checkpoint's architecture, vocabulary grown for the added tokens
+            self.model_cfg = model_config_for(self.hf_checkpoint, self.tokenizer, cfg.model)
+        else:
+            self.model_cfg = resolve_model_config(cfg.model, self.tokenizer.vocab_size)
         if self.rank == 0:
             log.info(describe(self.model_cfg))
         model = build_model(self.model_cfg, ds)
+        if cfg.model.init_from_hf and not self._resuming():  # a resumed run loads its own checkpoint instead
+            load_hf_weights(model, self.hf_checkpoint, self.tokenizer.added_ids(), self.rank)
         model.activation_checkpointing = cfg.train.activation_checkpointing
-        self.objective = HybridObjective(model, cfg.jepa)
+        self.objective = HybridObjective(model, cfg.jepa, use_flex=use_flex_attention(self.device))
+        if cfg.train.compile:
+            compile_objective(self.objective)
+        if self.world > 1 and cfg.jepa.distance == "infonce":  # negatives from every data-parallel rank
+            self.objective.gather_targets = gather_across_ranks
+        self.monitor = CollapseMonitor(self.model_cfg.dim, cfg.jepa.collapse_warn_fraction)
+        self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
         self.engine, self.scheduler = build_engine(self.objective, ds, cfg.train.weight_decay)
         self.logger = MetricsLogger(cfg.output_dir, enabled=self.rank == 0)
+        self.evaluator = PeriodicEval(cfg, self.tokenizer, self.rank, self.world) if cfg.eval.interval else None
         self.step = 0
+        self.data_wait_s = 0.0
         self._maybe_resume()
 
+    def _data(self):
+        """(tokenizer, row source): preprocessed shards (data.shards), else the corpus tokenized and packed
+        here. Every bad record is reported (or raised, data.on_bad_record=error) before the model is built."""
+        cfg = self.cfg
+        if cfg.data.shards:
+            tokenizer = Tokenizer.load(preprocess.shard_tokenizer_path(cfg))
+            return tokenizer, preprocess.open_checked(cfg, tokenizer)
+        report = BadRecordReport()
+        records = corpus.train_records(cfg)
+        tokenizer = self._tokenizer(records)
+        # One view is a plain NTP document (a text record in a mixture); two or more also get the JEPA term.
+        examples = tokenize_records(records, tokenizer, 1, cfg.data.on_bad_record, report,
+                                    with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
+        epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
+                              cfg.data.seq_len, cfg.seed, cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
+                              report)
+        if report.total:
+            log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])
+        return tokenizer, epochs
+
     def _tokenizer(self, records) -> Tokenizer:
+        if self.cfg.model.init_from_hf:  # continued pretraining keeps the checkpoint's tokenizer
+            self.hf_checkpoint = HFCheckpoint(self.cfg.model.init_from_hf)
+            return run_tokenizer(self.cfg.model.init_from_hf, self.cfg.output_dir, self.rank)
         if self.cfg.data.tokenizer:
-            return Tokenizer.load(self.cfg.data.tokenizer)
+            return load_tokenizer(self.cfg.data.tokenizer)
         cache = os.path.join(self.cfg.output_dir, "tokenizer")
         if self.rank == 0:  # one rank trains, the others read the file it wrote
             os.makedirs(cache, exist_ok=True)
-            load_or_train(cache, lambda: corpus.record_texts(records), self.cfg.data.vocab_size,
+            load_or_train(cache, lambda: corpus.record_texts(records, self.cfg.data.extra_view_fields),
+                          self.cfg.data.vocab_size,
                           seed=self.cfg.seed)
         distributed.barrier()
         return Tokenizer.load(os.path.join(cache, "tokenizer.model"))
 
     # ------------------------------------------------------------------ checkpoints
+    def _resuming(self) -> bool:
+        return self.cfg.resume != "none" and (self.cfg.resume != "auto" or
+                                              checkpoint.latest_tag(self.cfg.output_dir) is not None)
+
     def _maybe_resume(self) -> None:
         if self.cfg.resume == "none":
             return
@@ -99,16 +139,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def _global_counts(self, batches) -> torch.Tensor:
-        """Labelled tokens and JEPA pairs over the whole step on every rank (one all-reduce)."""
+        """Labelled tokens, JEPA pairs, real tokens and model FLOPs over the whole step on every rank (one
+        all-reduce of host-side counts: no device sync)."""
         counts = torch.tensor([sum(float((b["labels"] != IGNORE).sum()) for b in batches),
                                sum(float(b["pair_mask"].sum()) for b in batches),
-                               sum(float((b["seg"] >= 0).sum()) for b in batches)], device=self.device)
+                               sum(float((b["seg"] >= 0).sum()) for b in batches),
+                               sum(float(batch_train_flops(self.model_cfg, b)) for b in batches)], device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
         return counts
 
     def train_step(self) -> dict[str, torch.Tensor]:
+        waited = time.perf_counter()
         batches = [self.loader.next_batch() for _ in range(self.cfg.train.grad_accum)]
+        self.data_wait_s += time.perf_counter() - waited  # host time spent producing batches, not computing
         counts = self._global_counts(batches)
         # Per-micro-batch denominators: the engine averages over ranks and accumulation steps.
         scale = self.world * self.cfg.train.grad_accum
@@ -120,6 +164,7 @@ class Trainer:
             self.engine.backward(loss)
             self.engine.step()
             sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float()])
+            self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
         self.step += 1
         return {"sums": sums, "counts": counts}
 
@@ -137,8 +182,18 @@ class Trainer:
                    "jepa/cosine": cos, "lr": self.scheduler.get_last_lr()[0] if self.scheduler else self.cfg.train.lr,
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
-                   "data/epoch": self.loader.epoch}
+                   **throughput_scalars(counts[3].item(), elapsed, self.device, self.world),
+                   "data/epoch": self.loader.epoch, "data/wait_fraction": self.data_wait_s / max(elapsed, 1e-9)}
+        self.data_wait_s = 0.0
+        if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
+            scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
         self.logger.log(self.step, scalars)
+
+    def evaluate(self) -> None:
+        """Greedy generation on the eval set (every rank, collectively), scores logged on rank 0."""
+        scalars = self.evaluator.run(self.objective.model, self.step)
+        if scalars is not None:
+            self.logger.log(self.step, scalars)
 
     def run(self) -> None:
         t = self.cfg.train
@@ -150,6 +205,8 @@ class Trainer:
                 now = time.perf_counter()
                 self._log(acc, now - last, t.log_interval)
                 acc, last = None, now
+            if self.evaluator is not None and self.step % self.cfg.eval.interval == 0:
+                self.evaluate()
             if self.step % t.save_interval == 0 and self.step < t.max_steps:
                 self.save()
         self.save()

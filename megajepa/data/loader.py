@@ -4,6 +4,7 @@ Epoch e shuffles the examples with seed (seed, e), decides each example's JEPA l
 same generator, builds units and packs them into rows. Global micro-batch g is rows
 [g*W*B, (g+1)*W*B) of the epoch (W ranks, B rows per rank); rank r takes its B-row slice. The state
 is (epoch, rows consumed), so a resumed run sees exactly the rows the uninterrupted run would.
+Preprocessed shards (shards.ShardRows) are packed once and permuted per epoch instead.
 """
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from megajepa.data.examples import BadRecordReport, Example, RecordError
 from megajepa.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, collate, place
 
 log = logging.getLogger(__name__)
+
+
+def make_unit(ex: Example, specials: Specials, layout: LayoutConfig, with_jepa: bool, unit_builder=build_unit) -> Unit:
+    if ex.prompt:  # only chat records carry one; custom builders need not know the keyword
+        return unit_builder(ex.views, specials, layout, with_jepa=with_jepa, prompt=ex.prompt)
+    return unit_builder(ex.views, specials, layout, with_jepa=with_jepa)
+
+
+def fits(ex: Example, n_tokens: int, seq_len: int, policy: str, report: BadRecordReport) -> bool:
+    """Whether an example's unit fits one row; one that does not is skipped and counted, or raised."""
+    if n_tokens <= seq_len:
+        return True
+    if policy == "error":
+        raise RecordError(f"{ex.source}: needs {n_tokens} tokens packed, more than data.seq_len={seq_len}")
+    report.add(ex.source, "does not fit one row (data.seq_len)")
+    return False
 
 
 class PackedEpochs:
@@ -31,13 +48,8 @@ class PackedEpochs:
         for ex in examples:
             n = self._unit(ex, use_jepa).n_tokens
             shortest = n if shortest is None else min(shortest, n)
-            if n > seq_len:
-                reason = f"needs {n} tokens packed, more than data.seq_len={seq_len}"
-                if policy == "error":
-                    raise RecordError(f"{ex.source}: {reason}")
-                report.add(ex.source, "does not fit one row (data.seq_len)")
-                continue
-            kept.append(ex)
+            if fits(ex, n, seq_len, policy, report):
+                kept.append(ex)
         if not kept:
             raise RecordError(f"data.seq_len={seq_len} is shorter than every example "
                               f"(the shortest needs {shortest} tokens packed); raise data.seq_len")
@@ -46,7 +58,7 @@ class PackedEpochs:
         self._cache: tuple[int, list[PackedRow]] | None = None
 
     def _unit(self, ex: Example, with_jepa: bool) -> Unit:
-        return self.unit_builder(ex.views, self.specials, self.layout, with_jepa=with_jepa)
+        return make_unit(ex, self.specials, self.layout, with_jepa, self.unit_builder)
 
     def rows(self, epoch: int) -> list[PackedRow]:
         if self._cache and self._cache[0] == epoch:
@@ -59,50 +71,68 @@ class PackedEpochs:
         self._cache = (epoch, rows)
         return rows
 
+    # the loader's row-source interface (shards.ShardRows implements the same)
+    def num_rows(self, epoch: int) -> int:
+        return len(self.rows(epoch))
+
+    def batch(self, epoch: int, start: int, count: int) -> dict[str, torch.Tensor]:
+        return collate(self.rows(epoch)[start:start + count])
+
 
 class DistributedRowLoader:
-    """Micro-batches of `micro_batch` rows for this rank; state_dict() goes into every checkpoint."""
+    """Micro-batches of `micro_batch` rows for this rank; state_dict() goes into every checkpoint.
 
-    def __init__(self, epochs: PackedEpochs, micro_batch: int, rank: int = 0, world_size: int = 1):
-        self.epochs, self.micro_batch, self.rank, self.world_size = epochs, micro_batch, rank, world_size
+    `rows`: a row source (PackedEpochs in memory, shards.ShardRows on disk) with `seed`,
+    num_rows(epoch) and batch(epoch, start, count). The order is global: it does not depend on the
+    number of ranks, so a run resumed on another rank count continues it from the same row.
+    """
+
+    def __init__(self, rows, micro_batch: int, rank: int = 0, world_size: int = 1):
+        self.rows, self.micro_batch, self.rank, self.world_size = rows, micro_batch, rank, world_size
         self.epoch, self.consumed = 0, 0  # rows of the current epoch consumed by all ranks together
         self.dropped_tail = 0
+
+    @property
+    def epochs(self):  # the foundation's name for the row source
+        return self.rows
 
     @property
     def global_batch(self) -> int:
         return self.micro_batch * self.world_size
 
-    def _usable(self, rows: list[PackedRow]) -> int:
-        usable = len(rows) - len(rows) % self.global_batch
-        if usable == 0:
-            raise RecordError(f"an epoch packs into {len(rows)} rows, fewer than one global micro-batch "
+    def _rows_in(self, epoch: int) -> int:
+        n = self.rows.num_rows(epoch)
+        if n < self.global_batch:
+            raise RecordError(f"an epoch packs into {n} rows, fewer than one global micro-batch "
                               f"({self.world_size} ranks x {self.micro_batch} rows): add data or lower "
                               "train.micro_batch_size")
-        return usable
+        return n
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        rows = self.epochs.rows(self.epoch)
-        usable = self._usable(rows)
-        if self.consumed >= usable:  # the last partial global batch waits for the next shuffle
-            self.dropped_tail = len(rows) - usable
+        n = self._rows_in(self.epoch)
+        if self.consumed + self.global_batch > n:  # the last partial global batch waits for the next shuffle
+            self.dropped_tail = n - self.consumed
             self.epoch, self.consumed = self.epoch + 1, 0
-            rows = self.epochs.rows(self.epoch)
-        start = self.consumed + self.rank * self.micro_batch
-        batch = collate(rows[start:start + self.micro_batch])
+            self._rows_in(self.epoch)
+        batch = self.rows.batch(self.epoch, self.consumed + self.rank * self.micro_batch, self.micro_batch)
         self.consumed += self.global_batch
         return batch
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed, "global_batch": self.global_batch,
-                "seed": self.epochs.seed}
+                "seed": self.rows.seed, "rows_in_epoch": self.rows.num_rows(self.epoch)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.epochs.seed:
-            raise ValueError(f"checkpoint data order used seed {state['seed']}, this run {self.epochs.seed}")
-        if state["consumed"] % self.global_batch:
-            raise ValueError(
-                f"cannot resume the data order: the checkpoint consumed {state['consumed']} rows of epoch "
-                f"{state['epoch']}, not a multiple of this run's global micro-batch ({self.global_batch} = "
-                f"{self.world_size} ranks x {self.micro_batch}); resume with a rank count and micro-batch "
-                "size whose product divides it")
+        if state["seed"] != self.rows.seed:
+            raise ValueError(f"cannot resume the data order: the checkpoint used seed {state['seed']}, "
+                             f"this run {self.rows.seed}")
+        rows = self.rows.num_rows(state["epoch"])
+        if state.get("rows_in_epoch", rows) != rows:
+            raise ValueError(f"cannot resume the data order: epoch {state['epoch']} had {state['rows_in_epoch']} "
+                             f"rows in the checkpointed run and has {rows} now (different data, tokenizer or "
+                             "packing config); resume with the same data or start a fresh run")
+        if state["global_batch"] != self.global_batch:
+            log.info("resuming the data order at row %d of epoch %d with a global micro-batch of %d rows "
+                     "(was %d): the global order continues unchanged", state["consumed"], state["epoch"],
+                     self.global_batch, state["global_batch"])
         self.epoch, self.consumed = state["epoch"], state["consumed"]

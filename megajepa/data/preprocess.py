@@ -1,0 +1,128 @@
+"""Tokenize and pack a run's corpus once into memory-mapped shards (tools/preprocess_data.py).
+
+Records stream from the mixture in chunks; a process pool tokenizes them with the same
+`tokenize_records` as the in-memory path (ordered results, so the output does not depend on the
+number of workers); the main process decides JEPA loss dropout from the seed, packs the units
+first-fit as they come (`place_stream`) and appends rows to shards. Rows are packed in stream order;
+training permutes them per epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import shutil
+import time
+
+import numpy as np
+
+from megajepa.data import corpus
+from megajepa.data.examples import BadRecordReport
+from megajepa.data.loader import fits, make_unit
+from megajepa.data.shards import ShardWriter, check_manifest, read_manifest, write_manifest
+from megajepa.data.tokenize_pool import TokenizePool, chunks
+from megajepa.packing import IGNORE, LayoutConfig, Specials, place_stream
+from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
+
+CHUNK = 256  # records per task sent to a worker
+TOKENIZER_SAMPLE = 200_000  # records read to train a tokenizer when the run names none
+
+
+def packing_signature(cfg) -> dict:
+    """Everything that changes the rows: shards are usable only by runs with the same signature."""
+    return {"seq_len": cfg.data.seq_len, **dataclasses.asdict(LayoutConfig.from_run(cfg)),
+            "use_jepa": cfg.jepa.lam > 0, "jepa_dropout": cfg.jepa.dropout,
+            "system_prompt": bool(getattr(cfg.data, "system_prompt", False)),
+            "extra_view_fields": list(cfg.data.extra_view_fields)}
+
+
+def open_checked(cfg, tokenizer: Tokenizer):
+    """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
+    from megajepa.data.shards import ShardRows
+    check_manifest(read_manifest(cfg.data.shards), cfg.data.shards, tokenizer.sha256(), packing_signature(cfg))
+    return ShardRows(cfg.data.shards, cfg.seed)
+
+
+def shard_tokenizer_path(cfg) -> str:
+    """The tokenizer a shard-reading run uses: data.tokenizer, else the copy stored with the shards."""
+    return cfg.data.tokenizer or os.path.join(cfg.data.shards, MODEL_FILE)
+
+
+def _tokenizer(cfg, out_dir: str) -> str:
+    """data.tokenizer, else one trained on the first records of the mixture; copied next to the shards."""
+    target = os.path.join(out_dir, MODEL_FILE)
+    if cfg.data.tokenizer:
+        if os.path.abspath(cfg.data.tokenizer) != os.path.abspath(target):
+            shutil.copyfile(cfg.data.tokenizer, target)
+        return target
+    sample = itertools.islice(corpus.record_stream(cfg), TOKENIZER_SAMPLE)
+    load_or_train(out_dir, lambda: corpus.record_texts(sample, cfg.data.extra_view_fields), cfg.data.vocab_size,
+                  seed=cfg.seed)
+    return target
+
+
+def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, progress: bool = True) -> dict:
+    """Writes shards + manifest to `out_dir`; returns the manifest (whose `counts` is the summary)."""
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, "manifest.json")):
+        os.remove(os.path.join(out_dir, "manifest.json"))  # a half-rewritten set is never taken as whole
+    tokenizer_path = _tokenizer(cfg, out_dir)
+    tokenizer = Tokenizer.load(tokenizer_path)
+    start = time.perf_counter()  # throughput counts reading, tokenizing, packing, writing; not tokenizer training
+    specials, layout = Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg)
+    signature = packing_signature(cfg)
+    options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
+               "extra_fields": list(cfg.data.extra_view_fields)}
+    report, counts = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}
+    dropout_rng = np.random.default_rng([cfg.seed, 0x64726F70])  # "drop": which examples carry no JEPA views
+
+    def units(results):
+        for examples, chunk_report, n_records in results:
+            counts["records"] += n_records
+            for source, n in chunk_report.counts.items():
+                report.counts[source] = report.counts.get(source, 0) + n
+            report.first += chunk_report.first[:20 - len(report.first)]
+            keep = dropout_rng.random(len(examples)) >= cfg.jepa.dropout
+            for ex, with_jepa in zip(examples, keep):
+                unit = make_unit(ex, specials, layout, signature["use_jepa"] and bool(with_jepa))
+                if fits(ex, unit.n_tokens, cfg.data.seq_len, cfg.data.on_bad_record, report):
+                    counts["examples"] += 1
+                    counts["jepa_examples"] += bool(unit.pairs)
+                    yield unit
+
+    record_chunks = chunks(corpus.record_stream(cfg), CHUNK)
+    writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard)
+    tokens = labelled = pairs = rows = 0
+    bar = _progress(progress)
+    with TokenizePool(workers, tokenizer_path, options) as tokenize:
+        for row in place_stream(units(tokenize(record_chunks)), cfg.data.seq_len, specials):
+            writer.add(row)
+            rows += 1
+            n_real = row.n_real
+            tokens += n_real
+            labelled += sum(1 for t in row.labels if t != IGNORE)
+            pairs += len(row.pairs)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(records=counts["records"], tokens=tokens, refresh=False)
+    if bar is not None:
+        bar.close()
+    shards = writer.close()
+    elapsed = time.perf_counter() - start
+    summary = {"records_read": counts["records"], "records_skipped": report.total, "skipped_by_reason": report.counts,
+               "first_skipped": report.first, "examples": counts["examples"], "jepa_examples": counts["jepa_examples"],
+               "rows": rows, "tokens": tokens, "labelled_tokens": labelled, "jepa_pairs": pairs,
+               "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed,
+               "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers}
+    manifest = {"tokenizer": {"file": MODEL_FILE, "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size},
+                "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
+                "counts": summary, "shards": shards}
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(unit=" rows", desc="packing", dynamic_ncols=True, mininterval=1.0)

@@ -1,0 +1,156 @@
+"""Packed rows on disk: memory-mapped shards written once by tools/preprocess_data.py, read by training.
+
+A shard directory holds `manifest.json` (tokenizer hash, packing signature, counts, shard list),
+`tokenizer.model`, and per shard `NAME.{field}.bin`: one int32 [rows, seq_len] array per per-token
+field of PackedRow, plus the JEPA pair index: `NAME.pairs.bin` int32 [pairs, 2] (row-local positions)
+and `NAME.pair_offsets.bin` int64 [rows + 1] (row i owns pairs[offsets[i]:offsets[i+1]]).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from megajepa.data.examples import RecordError
+from megajepa.packing import PackedRow, bucket
+
+FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+DTYPE = np.int32
+
+
+class ShardWriter:
+    """Appends rows to `rows_per_shard`-row shards; `close()` returns the shard list for the manifest."""
+
+    def __init__(self, out_dir: str, seq_len: int, rows_per_shard: int = 8192):
+        self.out_dir, self.seq_len, self.rows_per_shard = out_dir, seq_len, rows_per_shard
+        self.shards: list[dict] = []
+        self._rows: list[PackedRow] = []
+        os.makedirs(out_dir, exist_ok=True)
+
+    def add(self, row: PackedRow) -> None:
+        self._rows.append(row)
+        if len(self._rows) == self.rows_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        name = f"shard_{len(self.shards):05d}"
+        for f in FIELDS:
+            np.asarray([getattr(r, f) for r in self._rows], dtype=DTYPE).tofile(self._path(name, f))
+        counts = [len(r.pairs) for r in self._rows]
+        pairs = np.asarray([p for r in self._rows for p in r.pairs], dtype=DTYPE).reshape(-1, 2)
+        pairs.tofile(self._path(name, "pairs"))
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
+        self.shards.append({"name": name, "rows": len(self._rows), "pairs": int(pairs.shape[0])})
+        self._rows = []
+
+    def _path(self, name: str, field: str) -> str:
+        return os.path.join(self.out_dir, f"{name}.{field}.bin")
+
+    def close(self) -> list[dict]:
+        self._flush()
+        return self.shards
+
+
+def write_manifest(out_dir: str, manifest: dict) -> None:
+    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"format_version": FORMAT_VERSION, **manifest}, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # the manifest appears last: no half-written set
+
+
+def read_manifest(shard_dir: str) -> dict:
+    path = os.path.join(shard_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise RecordError(f"{shard_dir}: no {MANIFEST}; write shards with tools/preprocess_data.py")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise RecordError(f"{path}: shard format version {manifest.get('format_version')}, this code reads "
+                          f"{FORMAT_VERSION}; re-run tools/preprocess_data.py")
+    return manifest
+
+
+def check_manifest(manifest: dict, shard_dir: str, tokenizer_sha256: str, packing: dict) -> None:
+    """Refuse shards written with another tokenizer or packing config, naming every difference."""
+    problems = []
+    if manifest["tokenizer"]["sha256"] != tokenizer_sha256:
+        problems.append(f"tokenizer sha256 {manifest['tokenizer']['sha256'][:12]}... vs this run's "
+                        f"{tokenizer_sha256[:12]}...")
+    written = manifest["packing"]
+    for key in sorted(set(written) | set(packing)):
+        if written.get(key) != packing.get(key):
+            problems.append(f"{key}: shards {written.get(key)!r} vs this run {packing.get(key)!r}")
+    if problems:
+        raise RecordError(f"shards in {shard_dir} do not match this run (" + "; ".join(problems) +
+                          "); re-run tools/preprocess_data.py with this run's config, or point data.shards "
+                          "at matching shards")
+
+
+class ShardRows:
+    """Every row of a shard directory, memory-mapped; epoch e visits them in a permutation seeded by
+    (seed, e). Implements the loader's row-source interface: num_rows(epoch), batch(epoch, start, n)."""
+
+    def __init__(self, shard_dir: str, seed: int):
+        self.dir, self.seed = shard_dir, seed
+        self.manifest = read_manifest(shard_dir)
+        self.seq_len = self.manifest["packing"]["seq_len"]
+        self.arrays, self.pairs, self.offsets, sizes = [], [], [], []
+        for shard in self.manifest["shards"]:
+            rows, name = shard["rows"], shard["name"]
+            self.arrays.append({f: self._map(name, f, (rows, self.seq_len), DTYPE) for f in FIELDS})
+            self.pairs.append(self._map(name, "pairs", (shard["pairs"], 2), DTYPE))
+            self.offsets.append(self._map(name, "pair_offsets", (rows + 1,), np.int64))
+            sizes.append(rows)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.total = int(self.starts[-1])
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def _map(self, name: str, field: str, shape: tuple, dtype) -> np.ndarray:
+        path = os.path.join(self.dir, f"{name}.{field}.bin")
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        size = os.path.getsize(path) if os.path.isfile(path) else -1
+        if size != expected:
+            raise RecordError(f"{path}: {'missing' if size < 0 else f'{size} bytes'}, the manifest says "
+                              f"{expected}; the shard set is incomplete or corrupt")
+        if expected == 0:
+            return np.zeros(shape, dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    def num_rows(self, epoch: int) -> int:
+        return self.total
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.total))
+        return self._order[1]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return shard, index - int(self.starts[shard])
+
+    def row(self, index: int) -> PackedRow:
+        """Row `index` in written order, as the packer made it."""
+        s, i = self._locate(index)
+        fields = {f: self.arrays[s][f][i].tolist() for f in FIELDS}
+        pairs = [tuple(p) for p in self.pairs[s][self.offsets[s][i]:self.offsets[s][i + 1]].tolist()]
+        return PackedRow(**fields, pairs=pairs)
+
+    def batch(self, epoch: int, start: int, count: int) -> dict[str, torch.Tensor]:
+        """The same tensors as packing.collate over those rows, read straight from the memory maps."""
+        located = [self._locate(int(i)) for i in self.order(epoch)[start:start + count]]
+        batch = {f: torch.from_numpy(np.stack([self.arrays[s][f][i] for s, i in located]).astype(np.int64))
+                 for f in FIELDS}
+        flat = [b * self.seq_len + self.pairs[s][j] for b, (s, i) in enumerate(located)
+                for j in range(self.offsets[s][i], self.offsets[s][i + 1])]
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
+        pad = bucket(len(flat)) - len(flat)
+        batch["pred_idx"] = torch.from_numpy(np.concatenate([flat[:, 0], np.zeros(pad, np.int64)]))
+        batch["tgt_idx"] = torch.from_numpy(np.concatenate([flat[:, 1], np.zeros(pad, np.int64)]))
+        batch["pair_mask"] = torch.tensor([1.0] * len(flat) + [0.0] * pad)
+        return batch
