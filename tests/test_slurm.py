@@ -42,6 +42,7 @@ def test_pretrain_script_runs_two_ranks_under_srun(slurm_cluster, tmp_path):
     recs = _probes(log)
     assert [r["rank"] for r in recs] == [0, 1], log
     assert all(r["world"] == 2 and r["launcher"] == "slurm" and r["sum"] == 0 + 1 for r in recs), recs
+    assert [r["local_rank"] for r in recs] == [0, 1], recs
     # the train command line the script built: config, output dir, resume=auto, overrides in order
     cmd = next(line for line in log.splitlines() if "tests/probes/allreduce_probe.py" in line)
     assert cmd.endswith(f"--deepspeed_config ds_configs/zero3.json output_dir={run} resume=auto a.b=1 c=2 "
@@ -89,5 +90,13 @@ def test_tiny_training_run_under_slurm(slurm_cluster, tmp_path):
     log = out.read_text()
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, log[-4000:])
     assert "Traceback" not in log, log[-4000:]
+    assert "launcher=slurm rank=0/2" in log, log[-4000:]  # rank 1 logs warnings only
     assert (run / "checkpoints" / "latest").exists(), sorted(p.name for p in run.rglob("*"))
     assert list((run / "tensorboard").rglob("events.out.tfevents.*")), sorted(str(p) for p in run.rglob("*"))
+    # the conversion script on the checkpoint just written (one task, no srun)
+    hf = tmp_path / "hf"
+    jid, out = _submit(slurm_cluster, tmp_path, "convert_to_hf.sh", f"CKPT={run / 'checkpoints' / 'latest'}",
+                       f"OUT={hf}", tasks=1)
+    job = slurm_cluster.wait_job(jid, timeout=120)
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, out.read_text()[-4000:])
+    assert (hf / "config.json").exists(), sorted(p.name for p in hf.rglob("*"))
