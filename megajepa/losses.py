@@ -44,8 +44,30 @@ def infonce(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, temper
     t = F.normalize(all_targets.float(), dim=-1)
     logits = p @ t.T / temperature
     logits = logits.masked_fill(all_mask[None, :] == 0, float("-inf"))
+    # A padded Pred slot's row may be all -inf (no valid target anywhere): zero it so no NaN reaches backward.
+    logits = torch.where(mask[:, None] > 0, logits, torch.zeros_like(logits))
     positives = torch.arange(pred.shape[0], device=pred.device) + offset
     return F.cross_entropy(logits, positives, reduction="none")
+
+
+def gather_across_ranks(target: torch.Tensor, mask: torch.Tensor, group=None):
+    """InfoNCE negatives from every data-parallel rank: (all targets, their mask, this rank's offset).
+
+    Ranks may hold different pair buckets, so each pads to the largest (one small all-reduce). The
+    gather is torch's autograd all_gather: each rank's targets receive the gradient of every rank's
+    loss, so after the engine's gradient averaging the step follows the global InfoNCE loss."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_nn
+
+    size = torch.tensor([target.shape[0]], device=target.device)
+    dist.all_reduce(size, op=dist.ReduceOp.MAX, group=group)
+    size = int(size.item())  # host sync: the padded length must be known to allocate the gather
+    pad = size - target.shape[0]
+    target, mask = F.pad(target, (0, 0, 0, pad)), F.pad(mask, (0, pad))
+    targets = dist_nn.all_gather(target, group=group)
+    masks = [torch.empty_like(mask) for _ in targets]
+    dist.all_gather(masks, mask.contiguous(), group=group)
+    return torch.cat(targets), torch.cat(masks), dist.get_rank(group) * size
 
 
 def jepa_terms(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,

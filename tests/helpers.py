@@ -25,3 +25,41 @@ def tiny_model(seed: int = 0, **overrides) -> Transformer:
 def random_views(rng, n_views: int = 2, low: int = 1, high: int = 12) -> list[list[int]]:
     """Content tokens only (ids >= 16 never collide with specials)."""
     return [[int(t) for t in rng.integers(16, VOCAB, size=int(rng.integers(low, high + 1)))] for _ in range(n_views)]
+
+
+def run_gloo_ranks(fn, world_size: int = 2, *args) -> None:
+    """Run fn(rank, *args) in `world_size` spawned processes joined in a gloo process group."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gloo_entry, args=(world_size, port, fn, args), nprocs=world_size, join=True)
+
+
+def _gloo_entry(rank, world_size, port, fn, args):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def random_packed_batch(seed: int, seq_len: int = 96, n: int = 14, high: int = 12, predictors: int | None = None):
+    """Collated rows packed from random two-view examples (random k, embed_at, JEPA dropout; padded)."""
+    import numpy as np
+    from megajepa.packing import LayoutConfig, build_unit, collate, place
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, 4)) if predictors is None else predictors
+    layout = LayoutConfig(predictors=k, embed_at=("end", "last")[seed % 2])
+    units = [build_unit(random_views(rng, high=high), SPECIALS, layout, with_jepa=bool(rng.integers(0, 4)))
+             for _ in range(n)]
+    return collate(place(units, seq_len, SPECIALS))

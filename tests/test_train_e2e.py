@@ -44,7 +44,8 @@ def test_both_loss_terms_fall(two_rank_run):
 
 def test_tensorboard_holds_the_scalars(two_rank_run):
     s = scalars(two_rank_run[0])
-    for tag in ("loss/total", "loss/lm", "loss/jepa", "jepa/cosine", "lr", "grad_norm", "throughput/tokens_per_s"):
+    for tag in ("loss/total", "loss/lm", "loss/jepa", "jepa/cosine", "lr", "grad_norm", "throughput/tokens_per_s",
+                "collapse/erank_enc", "collapse/erank_pred", "collapse/cos_pred_target", "collapse/cos_pred_other"):
         assert tag in s and len(s[tag]) == 6, tag
     assert all(v > 0 for v in s["throughput/tokens_per_s"])
 

@@ -1,0 +1,78 @@
+"""Collapse monitor: effective rank and cosine statistics against independent computations, the
+collapse warning, and the gather across 2 gloo ranks."""
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from megajepa.monitor import CollapseMonitor, collapse_stats, effective_rank
+
+from helpers import run_gloo_ranks
+
+
+def matrix_with_singular_values(s, n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, len(s), generator=g))
+    v, _ = torch.linalg.qr(torch.randn(len(s), len(s), generator=g))
+    return u @ torch.diag(torch.tensor(s)) @ v.T
+
+
+def test_effective_rank_is_exp_entropy_of_normalised_singular_values():
+    s = [5.0, 3.0, 1.0, 0.5, 0.1]
+    p = np.array(s) / sum(s)
+    assert math.isclose(effective_rank(matrix_with_singular_values(s)), math.exp(-(p * np.log(p)).sum()), rel_tol=1e-5)
+    assert math.isclose(effective_rank(matrix_with_singular_values([2.0] * 8)), 8.0, rel_tol=1e-5)
+    assert math.isclose(effective_rank(torch.ones(30, 16)), 1.0, rel_tol=1e-4)
+
+
+def test_cosines_match_a_loop():
+    g = torch.Generator().manual_seed(1)
+    pred, target = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    stats = collapse_stats(pred, target)
+    pos = [F.cosine_similarity(pred[i], target[i], dim=0) for i in range(6)]
+    neg = [F.cosine_similarity(pred[i], target[j], dim=0) for i in range(6) for j in range(6) if i != j]
+    assert math.isclose(stats["collapse/cos_pred_target"], float(sum(pos) / 6), abs_tol=1e-6)
+    assert math.isclose(stats["collapse/cos_pred_other"], float(sum(neg) / 30), abs_tol=1e-6)
+
+
+def test_warns_on_collapse_only(caplog):
+    g = torch.Generator().manual_seed(2)
+    monitor = CollapseMonitor(width=32, warn_fraction=0.25)
+    mask = torch.ones(64)
+    healthy = torch.randn(64, 32, generator=g)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        monitor(healthy, healthy + 0.1 * torch.randn(64, 32, generator=g), mask, step=1)
+    assert not caplog.records
+    collapsed = torch.randn(1, 32, generator=g) + 1e-3 * torch.randn(64, 32, generator=g)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        stats = monitor(collapsed, collapsed, mask, step=7)
+    assert stats["collapse/erank_pred"] < 2
+    assert any("step 7" in r.getMessage() and "collapsing" in r.getMessage() for r in caplog.records)
+
+
+def rank_embeddings(rank):
+    """Rank r: 3 or 5 valid pairs in a padded bucket of 8 (padding rows are garbage on purpose)."""
+    g = torch.Generator().manual_seed(10 + rank)
+    n = (3, 5)[rank]
+    pred, target = torch.randn(8, 12, generator=g), torch.randn(8, 12, generator=g)
+    return pred, target, torch.tensor([1.0] * n + [0.0] * (8 - n))
+
+
+def _monitor_worker(rank, out_dir):
+    stats = CollapseMonitor(12, 0.05)(*rank_embeddings(rank), step=1)
+    torch.save(stats, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_statistics_cover_every_rank(tmp_path):
+    run_gloo_ranks(_monitor_worker, 2, str(tmp_path))
+    parts = [rank_embeddings(r) for r in range(2)]
+    pred = torch.cat([p[m > 0] for p, _, m in parts])
+    target = torch.cat([t[m > 0] for _, t, m in parts])
+    expected = collapse_stats(pred, target)
+    for r in range(2):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        for name, value in expected.items():
+            assert math.isclose(got[name], value, rel_tol=1e-5, abs_tol=1e-6), (r, name)
