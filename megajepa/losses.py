@@ -70,22 +70,47 @@ def gather_across_ranks(target: torch.Tensor, mask: torch.Tensor, group=None):
     return torch.cat(targets), torch.cat(masks), dist.get_rank(group) * size
 
 
-def jepa_terms(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
-               pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07,
-               gather_targets=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gather Pred/target rows at index tensors (no host sync) and return (distance sum, cosine sum,
-    pred embeddings, target embeddings). Padded pair slots carry mask 0."""
-    pred = hidden_flat.index_select(0, pred_idx)
-    target = hidden_flat.index_select(0, tgt_idx)
+def gather_distance(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
+                    pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07):
+    """Gather + normalise + distance on this rank's pairs (the part train.compile fuses into one kernel
+    set): (distance sum, cosine sum, pred, target)."""
+    pred, target, mask = _gather(hidden_flat, pred_idx, tgt_idx, pair_mask)
+    d = infonce(pred, target, mask, temperature) if distance == "infonce" else pair_distance(pred, target, distance)
+    return _masked_sums(pred, target, d, mask)
+
+
+def _gather(hidden_flat, pred_idx, tgt_idx, pair_mask):
     mask = pair_mask.to(hidden_flat.device, torch.float32)
-    if distance == "infonce":
-        if gather_targets is not None:
-            all_targets, all_mask, offset = gather_targets(target, mask)
-            d = infonce(pred, target, mask, temperature, all_targets, all_mask, offset)
-        else:
-            d = infonce(pred, target, mask, temperature)
-    else:
-        d = pair_distance(pred, target, distance)
+    return hidden_flat.index_select(0, pred_idx), hidden_flat.index_select(0, tgt_idx), mask
+
+
+def _masked_sums(pred, target, d, mask):
     d = torch.where(mask > 0, d, torch.zeros_like(d))  # padded slots may be inf for infonce
     cos = F.cosine_similarity(pred.detach().float(), target.detach().float(), dim=-1)
     return (d * mask).sum(), (cos * mask).sum(), pred, target
+
+
+_compiled_gather_distance = None
+
+
+def compiled_gather_distance(*args):
+    """gather_distance under torch.compile; static shapes (pair counts are bucketed by the packer)."""
+    global _compiled_gather_distance
+    if _compiled_gather_distance is None:
+        _compiled_gather_distance = torch.compile(gather_distance, dynamic=False)
+    return _compiled_gather_distance(*args)
+
+
+def jepa_terms(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
+               pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07,
+               gather_targets=None, compiled: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gather Pred/target rows at index tensors (no host sync) and return (distance sum, cosine sum,
+    pred embeddings, target embeddings). Padded pair slots carry mask 0."""
+    if distance == "infonce" and gather_targets is not None:  # collectives stay eager
+        pred, target, mask = _gather(hidden_flat, pred_idx, tgt_idx, pair_mask)
+        all_targets, all_mask, offset = gather_targets(target, mask)
+        d = infonce(pred, target, mask, temperature, all_targets, all_mask, offset)
+        return _masked_sums(pred, target, d, mask)
+    fn = compiled_gather_distance if compiled else gather_distance
+    return fn(hidden_flat, pred_idx, tgt_idx, pair_mask, distance, temperature)

@@ -18,6 +18,7 @@ class HybridObjective(nn.Module):
         self.jepa = jepa
         self.use_flex = use_flex
         self.gather_targets = None  # set by the trainer for InfoNCE across data-parallel ranks
+        self.compile_losses = False  # train.compile: the JEPA gather + distance as one compiled function
 
     def forward(self, batch: dict[str, torch.Tensor], ntp_denominator: torch.Tensor,
                 jepa_denominator: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -31,7 +32,7 @@ class HybridObjective(nn.Module):
         ntp_sum = self.model.lm_head(hidden, batch["labels"])
         jepa_sum, cos_sum, pred, target = jepa_terms(
             hidden.reshape(-1, hidden.shape[-1]), batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
-            self.jepa.distance, self.jepa.temperature, self.gather_targets)
+            self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)
         loss = self.jepa.gamma * ntp_sum / ntp_denominator
         if self.jepa.lam > 0:
             loss = loss + self.jepa.lam * jepa_sum / jepa_denominator

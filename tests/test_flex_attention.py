@@ -1,25 +1,19 @@
 """The FlexAttention BlockMask (CUDA path) against the dense SDPA mask (CPU path): one rule, two
 materialisations. Forward only: FlexAttention has no CPU backward. (~30 s: one CPU compile)"""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_mask
 
 from megajepa.attention import block_mask, dense_mask, flex_attend
-from megajepa.packing import LayoutConfig, build_unit, collate, place
 
-from helpers import SPECIALS, random_views
+from helpers import random_packed_batch
 
 BLOCK = 8  # small blocks so a short row has full, partial and empty blocks
 
 
-def random_rows(seed: int, seq_len: int = 128, n: int = 12):
-    rng = np.random.default_rng(seed)
-    layout = LayoutConfig(predictors=int(rng.integers(0, 4)), embed_at=("end", "last")[seed % 2])
-    units = [build_unit(random_views(rng, low=2, high=24), SPECIALS, layout, with_jepa=bool(rng.integers(0, 4)))
-             for _ in range(n)]
-    return collate(place(units, seq_len, SPECIALS))
+def random_rows(seed: int, seq_len: int = 128):
+    return random_packed_batch(seed, seq_len=seq_len, n=12, high=24)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,6 +1,5 @@
 """FLOPs accounting: the formula against DeepSpeed's flops profiler, and the sparse pair count against
 the dense mask it stands for. (~5 s)"""
-import numpy as np
 import pytest
 import torch
 from deepspeed.profiling.flops_profiler import FlopsProfiler
@@ -9,17 +8,12 @@ from torch import nn
 from megajepa import flops
 from megajepa.attention import dense_mask
 from megajepa.model import Attention, OutputHead
-from megajepa.packing import LayoutConfig, build_unit, collate, place
 
-from helpers import SPECIALS, random_views, tiny_model
+from helpers import random_packed_batch, tiny_model
 
 
-def random_batch(seed: int, k: int = 2, seq_len: int = 96, n: int = 14):
-    rng = np.random.default_rng(seed)
-    layout = LayoutConfig(predictors=k, embed_at="end")
-    units = [build_unit(random_views(rng), SPECIALS, layout, with_jepa=bool(rng.integers(0, 4)))
-             for _ in range(n)]
-    return collate(place(units, seq_len, SPECIALS))
+def random_batch(seed: int, k: int = 2):
+    return random_packed_batch(seed, predictors=k)
 
 
 @pytest.mark.parametrize("seed,k", [(0, 0), (1, 1), (2, 3)])
