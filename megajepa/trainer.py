@@ -86,7 +86,8 @@ class Trainer:
         records = corpus.train_records(cfg)
         tokenizer = self._tokenizer(records)
         # One view is a plain NTP document (a text record in a mixture); two or more also get the JEPA term.
-        examples = tokenize_records(records, tokenizer, 1, cfg.data.on_bad_record, report,
+        min_views = 2 if cfg.jepa.lam > 0 else 1  # a one-view views record cannot give a JEPA pair
+        examples = tokenize_records(records, tokenizer, min_views, cfg.data.on_bad_record, report,
                                     with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
         epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
                               cfg.data.seq_len, cfg.seed, cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
