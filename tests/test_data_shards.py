@@ -1,0 +1,132 @@
+"""tools/preprocess_data.py shards: rows equal what the in-memory packer makes of the same examples,
+batches equal packing.collate, the output does not depend on the worker count, and a mismatched
+manifest is refused. ~25 s (a 2-worker pool, a tiny sentencepiece model)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from megajepa.config import load_config
+from megajepa.data import corpus
+from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
+from megajepa.data.loader import make_unit
+from megajepa.data.preprocess import open_checked, preprocess
+from megajepa.data.shards import ShardRows
+from megajepa.packing import LayoutConfig, Specials, collate, place
+from megajepa.tokenizer import Tokenizer, train_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs")
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """A mixture: two-view regex records, 3-view paraphrase-like records, plain documents, chat records
+    with a system turn, and a few broken lines."""
+    from megajepa.data.synthetic import generate
+    d = tmp_path_factory.mktemp("corpus")
+    regex = generate("regex", 300, 0)
+    with open(d / "pairs.jsonl", "w") as f:
+        for i, r in enumerate(regex):
+            f.write(json.dumps({"views": r["views"]}) + "\n")
+            if i % 50 == 7:
+                f.write('{"views": ["broken\n' if i % 100 == 7 else '{"views": []}\n')
+    with open(d / "docs.jsonl", "w") as f:
+        for i, r in enumerate(regex[:200]):
+            f.write(json.dumps({"text": " ".join(r["views"]) * (1 + i % 3)}) + "\n")
+            f.write(json.dumps({"messages": [{"role": "system", "content": "Convert."},
+                                             {"role": "user", "content": r["views"][0]},
+                                             {"role": "assistant", "content": r["views"][1]}]}) + "\n")
+            f.write(json.dumps({"views": [r["views"][0], r["views"][0].upper(), r["views"][1]]}) + "\n")
+    tok = train_tokenizer([v for r in regex for v in r["views"]], d / "tok.model", 400, seed=0)
+    return d, tok.path
+
+
+def run_config(d, tok, *extra):
+    return load_config(None, [f"data.tokenizer={tok}", "data.seq_len=128", "jepa.dropout=0.25", "seed=7",
+                              f"data.sources=[{{path: {d}/pairs.jsonl, weight: 2}}, {{path: {d}/docs.jsonl, weight: 1}}]",
+                              *extra])
+
+
+def reference_rows(cfg, tok_path):
+    """The in-memory path: tokenize_records over the same stream, units with the documented dropout rule
+    (rng(seed, 'drop') in stream order), first-fit place()."""
+    tok = Tokenizer.load(tok_path)
+    report = BadRecordReport()
+    examples = tokenize_records(corpus.record_stream(cfg), tok, 1, "skip", report,
+                                with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
+    keep = np.random.default_rng([cfg.seed, 0x64726F70]).random(len(examples)) >= cfg.jepa.dropout
+    sp, layout = Specials.from_tokenizer(tok), LayoutConfig.from_run(cfg)
+    units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
+    fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
+    return place(fitting, cfg.data.seq_len, sp), report.total + len(units) - len(fitting)
+
+
+def as_dict(row):
+    return {f: list(map(tuple, row.pairs)) if f == "pairs" else list(getattr(row, f)) for f in FIELDS}
+
+
+@pytest.mark.parametrize("extra", [[], ["data.system_prompt=true", "jepa.predictors=2", "data.train_all=true"]])
+def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
+    d, tok = corpus_dir
+    cfg = run_config(d, tok, *extra)
+    manifest = preprocess(cfg, str(tmp_path / "shards"), workers=1, rows_per_shard=16, progress=False)
+    want, skipped = reference_rows(cfg, tok)
+    rows = ShardRows(str(tmp_path / "shards"), cfg.seed)
+    assert rows.total == len(want) == manifest["counts"]["rows"] > 16  # several shards
+    assert [as_dict(rows.row(i)) for i in range(rows.total)] == [as_dict(r) for r in want]
+    c = manifest["counts"]
+    assert c["records_skipped"] == skipped and c["skipped_by_reason"]["record has no views"] == 3
+    assert c["skipped_by_reason"]["does not fit one row (data.seq_len)"] == skipped - 6 > 0
+    assert 0 < c["jepa_examples"] < c["examples"]  # dropout and plain documents carry no JEPA views
+    assert c["tokens"] == sum(r.n_real for r in want)
+    # A batch read from the memory maps equals packing.collate over the epoch's permuted rows.
+    order = np.random.default_rng([cfg.seed, 3]).permutation(len(want))
+    got, ref = rows.batch(3, 5, 4), collate([want[i] for i in order[5:9]])
+    assert got.keys() == ref.keys()
+    for key in ref:
+        assert got[key].dtype == ref[key].dtype and got[key].equal(ref[key]), key
+
+
+def test_worker_count_does_not_change_the_shards(corpus_dir, tmp_path):
+    d, tok = corpus_dir
+    cfg = run_config(d, tok)
+    one = preprocess(cfg, str(tmp_path / "one"), workers=1, rows_per_shard=16, progress=False)
+    two = preprocess(cfg, str(tmp_path / "two"), workers=2, rows_per_shard=16, progress=False)
+    assert one["shards"] == two["shards"]
+    for shard in one["shards"]:
+        for f in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs", "pair_offsets"):
+            name = f"{shard['name']}.{f}.bin"
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
+    d, tok = corpus_dir
+    out = str(tmp_path / "shards")
+    preprocess(run_config(d, tok), out, workers=1, progress=False)
+    open_checked(run_config(d, tok, f"data.shards={out}"), Tokenizer.load(tok))  # the same config opens
+    with pytest.raises(RecordError, match=r"do not match this run \(seq_len: shards 128 vs this run 256\)"):
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.seq_len=256"), Tokenizer.load(tok))
+    other = train_tokenizer(["something else entirely"] * 50, tmp_path / "other.model", 300, seed=0)
+    with pytest.raises(RecordError, match="tokenizer sha256"):
+        open_checked(run_config(d, tok, f"data.shards={out}"), other)
+    with open(os.path.join(out, "shard_00000.labels.bin"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(RecordError, match="shard_00000.labels.bin: 100 bytes, the manifest says"):
+        ShardRows(out, 0)
+
+
+def test_cli_summary_and_error_policy(corpus_dir, tmp_path):
+    d, tok = corpus_dir
+    args = [sys.executable, os.path.join(REPO, "tools", "preprocess_data.py"), "--out", str(tmp_path / "s"),
+            "--workers", "2", f"data.tokenizer={tok}", f"data.sources=[{d}/pairs.jsonl]", "data.seq_len=512"]
+    ok = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "records read 306, skipped 6" in ok.stdout and "tokens/s with 2 worker(s)" in ok.stdout
+    assert f"{d}/pairs.jsonl:9: bad JSON" in ok.stdout
+    bad = subprocess.run(args + ["data.on_bad_record=error"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and f"{d}/pairs.jsonl:9: bad JSON" in bad.stderr
+    assert not os.path.exists(tmp_path / "s" / "manifest.json")  # no half-written set left looking valid
