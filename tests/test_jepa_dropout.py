@@ -1,0 +1,60 @@
+"""JEPA loss dropout (jepa.dropout = p): each example independently carries no JEPA views with
+probability p, decided per epoch in PackedEpochs. The realised fraction matches p (that a dropped
+example costs only its stream is in test_objective_layouts.py), and p = 1 is exactly the NTP-only objective (same rows, loss and gradients as
+lambda = 0). ~10 s."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from megajepa.config import JepaConfig
+from megajepa.data.examples import Example
+from megajepa.data.loader import PackedEpochs
+from megajepa.objective import HybridObjective
+from megajepa.packing import LayoutConfig, collate
+
+from helpers import SPECIALS, random_views, tiny_model
+
+LAYOUT = LayoutConfig(predictors=2)
+
+
+def examples(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Example(random_views(rng), f"test:{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.75])
+def test_realised_fraction_matches_p(p):
+    exs = examples(3000)
+    epochs = PackedEpochs(exs, SPECIALS, LAYOUT, seq_len=128, seed=5, jepa_dropout=p)
+    dropped_sets = []
+    for epoch in range(4):
+        rows = epochs.rows(epoch)
+        with_views = sum(len(r.pairs) for r in rows)  # two views: one pair per example that keeps JEPA
+        dropped = 1 - with_views / len(exs)
+        assert abs(dropped - p) < 4 * math.sqrt(p * (1 - p) / len(exs)), (epoch, dropped)
+        dropped_sets.append(dropped)
+    # decided per epoch: the realised fractions differ between epochs (independent draws)
+    assert len(set(dropped_sets)) > 1
+
+
+@pytest.mark.parametrize("distance", ["cosine", "infonce"])
+def test_p1_is_exactly_ntp_only(distance):
+    exs = examples(60, seed=1)
+    dropped = PackedEpochs(exs, SPECIALS, LAYOUT, seq_len=96, seed=3, jepa_dropout=1.0)
+    ntp_only = PackedEpochs(exs, SPECIALS, LAYOUT, seq_len=96, seed=3, use_jepa=False)
+    rows_a, rows_b = dropped.rows(0), ntp_only.rows(0)
+    assert [r.input_ids for r in rows_a] == [r.input_ids for r in rows_b]
+    assert all(not r.pairs for r in rows_a)
+    batch_a, batch_b = collate(rows_a[:4]), collate(rows_b[:4])
+    assert batch_a["pair_mask"].sum() == 0
+    den = torch.tensor(float((batch_a["labels"] != -100).sum()))
+    model_a, model_b = tiny_model(seed=7), tiny_model(seed=7)
+    loss_a, _ = HybridObjective(model_a, JepaConfig(lam=1.0, distance=distance))(batch_a, den, torch.tensor(1.0))
+    loss_b, _ = HybridObjective(model_b, JepaConfig(lam=0.0))(batch_b, den, torch.tensor(1.0))
+    loss_a.backward()
+    loss_b.backward()
+    assert torch.equal(loss_a, loss_b)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p.grad, q.grad)
