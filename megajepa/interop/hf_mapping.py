@@ -65,26 +65,48 @@ def to_hf_config(cfg: ModelConfig, bos_id: int = 2, eos_id: int = 3, pad_id: int
     return config_cls(**kwargs)
 
 
-def from_hf_config(hf_config) -> ModelConfig:
-    """ModelConfig from a transformers Llama/Qwen2/Mistral config."""
-    arch = (getattr(hf_config, "architectures", None) or [type(hf_config).__name__])[0]
-    supported = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
-    if arch not in supported:
-        raise ValueError(f"unsupported architecture {arch!r}; supported: {', '.join(supported)}")
-    rope_theta = getattr(hf_config, "rope_theta", None)
-    if rope_theta is None:  # transformers 5 keeps it in rope_parameters
-        rope_theta = (getattr(hf_config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+
+
+class UnsupportedCheckpoint(ValueError):
+    """A transformers checkpoint whose architecture or options the megajepa model cannot reproduce."""
+
+
+def _reject(where: str, what: str) -> None:
+    raise UnsupportedCheckpoint(f"{where}: {what} is not supported (megajepa reproduces Llama, Qwen2 and Mistral "
+                                "with default RoPE, SiLU MLP and no output/MLP biases)")
+
+
+def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
+    """ModelConfig from a transformers Llama/Qwen2/Mistral config; anything we cannot reproduce exactly
+    is refused here, so a loaded model never silently differs from transformers."""
+    model_type = getattr(hf_config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        archs = getattr(hf_config, "architectures", None) or [model_type]
+        raise UnsupportedCheckpoint(f"{where}: unsupported architecture {archs[0]!r} (model_type {model_type!r}); "
+                                    f"supported: {', '.join(ARCHITECTURES.values())}")
+    rope = dict(getattr(hf_config, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        _reject(where, f"rope_type {rope['rope_type']!r}")
+    rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    if getattr(hf_config, "hidden_act", "silu") != "silu":
+        _reject(where, f"hidden_act {hf_config.hidden_act!r}")
+    if getattr(hf_config, "mlp_bias", False):
+        _reject(where, "mlp_bias=true")
+    if model_type == "llama" and getattr(hf_config, "attention_bias", False):
+        _reject(where, "attention_bias=true (Llama puts a bias on o_proj too)")
+    if model_type == "qwen2" and getattr(hf_config, "use_sliding_window", False):
+        _reject(where, "Qwen2 use_sliding_window=true (per-layer windows)")
     dim, heads = hf_config.hidden_size, hf_config.num_attention_heads
     head_dim = getattr(hf_config, "head_dim", None) or dim // heads
     if head_dim * heads != dim:
-        raise ValueError(f"head_dim {head_dim} x {heads} heads != hidden_size {dim}: not supported")
-    window = getattr(hf_config, "sliding_window", None) if arch == "MistralForCausalLM" else None
+        _reject(where, f"head_dim {head_dim} x {heads} heads != hidden_size {dim}")
+    window = getattr(hf_config, "sliding_window", None) if model_type == "mistral" else None
     return ModelConfig(preset="tiny", vocab_size=hf_config.vocab_size, dim=dim,
                        n_layers=hf_config.num_hidden_layers, n_heads=heads,
                        n_kv_heads=hf_config.num_key_value_heads or heads, ffn_dim=hf_config.intermediate_size,
                        rope_theta=float(rope_theta), norm_eps=hf_config.rms_norm_eps,
-                       tie_embeddings=bool(hf_config.tie_word_embeddings),
-                       qkv_bias=arch == "Qwen2ForCausalLM" or bool(getattr(hf_config, "attention_bias", False)),
+                       tie_embeddings=bool(hf_config.tie_word_embeddings), qkv_bias=model_type == "qwen2",
                        sliding_window=window, max_seq_len=hf_config.max_position_embeddings)
 
 
