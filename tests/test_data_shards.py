@@ -13,7 +13,8 @@ from megajepa.config import load_config
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
-from megajepa.data.preprocess import open_checked, preprocess
+from megajepa.data.preprocess import CHUNK, open_checked, preprocess
+from megajepa.data.tokenize_pool import DROPOUT_STREAM
 from megajepa.data.shards import ShardRows
 from megajepa.packing import LayoutConfig, Specials, collate, place
 from megajepa.tokenizer import Tokenizer, train_tokenizer
@@ -53,14 +54,17 @@ def run_config(d, tok, *extra):
 
 def reference_rows(cfg, tok_path):
     """The in-memory path: tokenize_records over the same stream, units with the documented dropout rule
-    (rng(seed, 'drop') in stream order), first-fit place()."""
+    (per CHUNK records, rng(seed, DROPOUT_STREAM, chunk index)), first-fit place() over the whole list."""
     tok = Tokenizer.load(tok_path)
     report = BadRecordReport()
-    examples = tokenize_records(corpus.record_stream(cfg), tok, 1, "skip", report,
-                                with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
-    keep = np.random.default_rng([cfg.seed, 0x64726F70]).random(len(examples)) >= cfg.jepa.dropout
+    records = list(corpus.record_stream(cfg))
     sp, layout = Specials.from_tokenizer(tok), LayoutConfig.from_run(cfg)
-    units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
+    units = []
+    for index, start in enumerate(range(0, len(records), CHUNK)):
+        examples = tokenize_records(records[start:start + CHUNK], tok, 1, "skip", report,
+                                    with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
+        keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.dropout
+        units += [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
     fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
     return place(fitting, cfg.data.seq_len, sp), report.total + len(units) - len(fitting)
 
@@ -79,6 +83,7 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     assert rows.total == len(want) == manifest["counts"]["rows"] > 16  # several shards
     assert [as_dict(rows.row(i)) for i in range(rows.total)] == [as_dict(r) for r in want]
     c = manifest["counts"]
+    assert c["records_read"] > CHUNK  # several dropout chunks
     assert c["records_skipped"] == skipped and c["skipped_by_reason"]["record has no views"] == 3
     assert c["skipped_by_reason"]["does not fit one row (data.seq_len)"] == skipped - 6 > 0
     assert 0 < c["jepa_examples"] < c["examples"]  # dropout and plain documents carry no JEPA views

@@ -1,8 +1,8 @@
 """Tokenize and pack a run's corpus once into memory-mapped shards (tools/preprocess_data.py).
 
-Records stream from the mixture in chunks; a process pool tokenizes them with the same
-`tokenize_records` as the in-memory path (ordered results, so the output does not depend on the
-number of workers); the main process decides JEPA loss dropout from the seed, packs the units
+Records stream from the mixture in chunks; a process pool turns them into packing units with the
+same `tokenize_records` and unit builder as the in-memory path (ordered results, dropout drawn per
+chunk, so the output does not depend on the number of workers); the main process packs the units
 first-fit as they come (`place_stream`) and appends rows to shards. Rows are packed in stream order;
 training permutes them per epoch.
 """
@@ -14,14 +14,12 @@ import os
 import shutil
 import time
 
-import numpy as np
 
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
-from megajepa.data.loader import fits, make_unit
 from megajepa.data.shards import ShardWriter, check_manifest, read_manifest, write_manifest
-from megajepa.data.tokenize_pool import TokenizePool, chunks
-from megajepa.packing import IGNORE, LayoutConfig, Specials, place_stream
+from megajepa.data.tokenize_pool import UnitPool, chunks
+from megajepa.packing import LayoutConfig, Specials, place_stream
 from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
 
 CHUNK = 256  # records per task sent to a worker
@@ -69,49 +67,41 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     tokenizer_path = _tokenizer(cfg, out_dir)
     tokenizer = Tokenizer.load(tokenizer_path)
     start = time.perf_counter()  # throughput counts reading, tokenizing, packing, writing; not tokenizer training
-    specials, layout = Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg)
-    signature = packing_signature(cfg)
+    specials, signature = Specials.from_tokenizer(tokenizer), packing_signature(cfg)
     options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
-               "extra_fields": list(cfg.data.extra_view_fields)}
+               "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.dropout,
+               "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
+               "seq_len": cfg.data.seq_len}
     report, counts = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}
-    dropout_rng = np.random.default_rng([cfg.seed, 0x64726F70])  # "drop": which examples carry no JEPA views
 
     def units(results):
-        for examples, chunk_report, n_records in results:
+        for chunk_units, chunk_report, n_records in results:
             counts["records"] += n_records
-            for source, n in chunk_report.counts.items():
-                report.counts[source] = report.counts.get(source, 0) + n
+            for reason, n in chunk_report.counts.items():
+                report.counts[reason] = report.counts.get(reason, 0) + n
             report.first += chunk_report.first[:20 - len(report.first)]
-            keep = dropout_rng.random(len(examples)) >= cfg.jepa.dropout
-            for ex, with_jepa in zip(examples, keep):
-                unit = make_unit(ex, specials, layout, signature["use_jepa"] and bool(with_jepa))
-                if fits(ex, unit.n_tokens, cfg.data.seq_len, cfg.data.on_bad_record, report):
-                    counts["examples"] += 1
-                    counts["jepa_examples"] += bool(unit.pairs)
-                    yield unit
+            counts["examples"] += len(chunk_units)
+            counts["jepa_examples"] += sum(1 for u in chunk_units if u.pairs)
+            yield from chunk_units
 
-    record_chunks = chunks(corpus.record_stream(cfg), CHUNK)
     writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard)
-    tokens = labelled = pairs = rows = 0
-    bar = _progress(progress)
-    with TokenizePool(workers, tokenizer_path, options) as tokenize:
-        for row in place_stream(units(tokenize(record_chunks)), cfg.data.seq_len, specials):
+    with UnitPool(workers, tokenizer_path, options) as make_units:  # before the bar: no thread is forked
+        bar = _progress(progress)
+        for rows, row in enumerate(place_stream(units(make_units(chunks(corpus.record_stream(cfg), CHUNK))),
+                                                cfg.data.seq_len, specials), 1):
             writer.add(row)
-            rows += 1
-            n_real = row.n_real
-            tokens += n_real
-            labelled += sum(1 for t in row.labels if t != IGNORE)
-            pairs += len(row.pairs)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(records=counts["records"], tokens=tokens, refresh=False)
+            if bar is not None and rows % 64 == 0:
+                bar.update(64)
+                bar.set_postfix(records=counts["records"], refresh=False)
     if bar is not None:
         bar.close()
     shards = writer.close()
     elapsed = time.perf_counter() - start
+    rows, tokens = sum(s["rows"] for s in shards), sum(s["tokens"] for s in shards)
     summary = {"records_read": counts["records"], "records_skipped": report.total, "skipped_by_reason": report.counts,
                "first_skipped": report.first, "examples": counts["examples"], "jepa_examples": counts["jepa_examples"],
-               "rows": rows, "tokens": tokens, "labelled_tokens": labelled, "jepa_pairs": pairs,
+               "rows": rows, "tokens": tokens, "labelled_tokens": sum(s["labelled_tokens"] for s in shards),
+               "jepa_pairs": sum(s["pairs"] for s in shards),
                "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed,
                "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers}
     manifest = {"tokenizer": {"file": MODEL_FILE, "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size},

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from megajepa.data.examples import RecordError
-from megajepa.packing import PackedRow, bucket
+from megajepa.packing import IGNORE, PackedRow, bucket
 
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
 MANIFEST = "manifest.json"
@@ -40,13 +40,16 @@ class ShardWriter:
         if not self._rows:
             return
         name = f"shard_{len(self.shards):05d}"
-        for f in FIELDS:
-            np.asarray([getattr(r, f) for r in self._rows], dtype=DTYPE).tofile(self._path(name, f))
+        arrays = {f: np.asarray([getattr(r, f) for r in self._rows], dtype=DTYPE) for f in FIELDS}
+        for f, array in arrays.items():
+            array.tofile(self._path(name, f))
         counts = [len(r.pairs) for r in self._rows]
         pairs = np.asarray([p for r in self._rows for p in r.pairs], dtype=DTYPE).reshape(-1, 2)
         pairs.tofile(self._path(name, "pairs"))
         np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
-        self.shards.append({"name": name, "rows": len(self._rows), "pairs": int(pairs.shape[0])})
+        self.shards.append({"name": name, "rows": len(self._rows), "pairs": int(pairs.shape[0]),
+                            "tokens": int((arrays["seg"] >= 0).sum()),
+                            "labelled_tokens": int((arrays["labels"] != IGNORE).sum())})
         self._rows = []
 
     def _path(self, name: str, field: str) -> str:
