@@ -9,6 +9,7 @@ Preprocessed shards (shards.ShardRows) are packed once and permuted per epoch in
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -55,21 +56,25 @@ class PackedEpochs:
                               f"(the shortest needs {shortest} tokens packed); raise data.seq_len")
         self.examples = kept
         self.report = report
-        self._cache: tuple[int, list[PackedRow]] | None = None
+        self._epochs: dict[int, Future] = {}  # this epoch's rows and the next one's, packed in a thread
+        self._packer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-epoch")
+        self._epochs[0] = self._packer.submit(self._pack, 0)  # packs while the model is being built
 
     def _unit(self, ex: Example, with_jepa: bool) -> Unit:
         return make_unit(ex, self.specials, self.layout, with_jepa, self.unit_builder)
 
     def rows(self, epoch: int) -> list[PackedRow]:
-        if self._cache and self._cache[0] == epoch:
-            return self._cache[1]
+        """Epoch `epoch`'s rows; epoch + 1 starts packing in the background so the next epoch end does
+        not stall training (packing is pure: the thread cannot change what a run sees)."""
+        self._epochs = {e: self._epochs.get(e) or self._packer.submit(self._pack, e) for e in (epoch, epoch + 1)}
+        return self._epochs[epoch].result()
+
+    def _pack(self, epoch: int) -> list[PackedRow]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.examples))
         keep_jepa = rng.random(len(self.examples)) >= self.jepa_dropout
         units = [self._unit(self.examples[i], self.use_jepa and bool(keep_jepa[i])) for i in order]
-        rows = place(units, self.seq_len, self.specials)
-        self._cache = (epoch, rows)
-        return rows
+        return place(units, self.seq_len, self.specials)
 
     # the loader's row-source interface (shards.ShardRows implements the same)
     def num_rows(self, epoch: int) -> int:
