@@ -82,7 +82,8 @@ class TrainConfig:
     log_interval: int = 10
     save_interval: int = 100
     keep_last: int = 3
-    max_nonfinite_steps: int = 5
+    max_nonfinite_steps: int = 5  # skipped (non-finite) updates in a row before the run stops
+    dist_timeout_minutes: float = 10.0  # a collective waiting longer (dead or hung rank) fails the run
     activation_checkpointing: bool = False
     compile: bool = False
 
@@ -257,11 +258,14 @@ def validate(cfg: RunConfig) -> None:
                             ("train.micro_batch_size", t.micro_batch_size, 1),
                             ("train.grad_accum", t.grad_accum, 1), ("train.log_interval", t.log_interval, 1),
                             ("train.save_interval", t.save_interval, 1), ("train.keep_last", t.keep_last, 1),
+                            ("train.max_nonfinite_steps", t.max_nonfinite_steps, 1),
                             ("train.warmup_steps", t.warmup_steps, 0), ("data.num_train", d.num_train, 1)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if t.dist_timeout_minutes <= 0:
+        raise ConfigError(f"train.dist_timeout_minutes must be > 0, got {t.dist_timeout_minutes}")
 
 
 _SOURCE_KEYS = {"path": str, "weight": (int, float), "format": (str, type(None)), "streaming": bool}

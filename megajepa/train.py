@@ -2,6 +2,9 @@
 
 Also runs as `python megajepa/train.py` (one process), under `torchrun`, `srun` and `mpirun`.
 With no arguments it trains the `tiny` preset on the embedded synthetic English<->regex corpus.
+
+Exit codes: 0 done; 2 bad config or data; 3 stopped after train.max_nonfinite_steps non-finite steps
+in a row; 75 stopped by SIGUSR1/SIGTERM after saving a checkpoint (requeue: resume=auto continues).
 """
 from __future__ import annotations
 
@@ -43,11 +46,19 @@ def main(argv=None) -> int:
 
     from megajepa import distributed
     from megajepa.data.examples import RecordError
+    from megajepa.nonfinite import EXIT_NONFINITE, NonFiniteError
+    from megajepa.preemption import EXIT_REQUEUE, Preempted
     from megajepa.trainer import Trainer
 
-    info = distributed.init_distributed()
+    info = distributed.init_distributed(cfg.train.dist_timeout_minutes)  # a dead or hung rank fails us in time
     try:
         Trainer(cfg, info).run()
+    except Preempted as e:
+        logging.getLogger("megajepa").warning("%s", e)
+        return EXIT_REQUEUE
+    except NonFiniteError as e:
+        print(f"megajepa: error: {e}", file=sys.stderr)
+        return EXIT_NONFINITE
     except (ConfigError, RecordError, ValueError) as e:
         print(f"megajepa: error: {e}", file=sys.stderr)
         return 2

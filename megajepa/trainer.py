@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megajepa import checkpoint, distributed
+from megajepa import checkpoint, distributed, preemption
 from megajepa.compiling import compile_objective, use_flex_attention
 from megajepa.config import ConfigError, RunConfig
 from megajepa.data import corpus, preprocess
@@ -26,8 +26,10 @@ from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_toke
 from megajepa.metrics_log import MetricsLogger
 from megajepa.model import describe, resolve_model_config
 from megajepa.monitor import CollapseMonitor
+from megajepa.nonfinite import NonFiniteGuard, poison
 from megajepa.objective import HybridObjective
 from megajepa.packing import IGNORE, LayoutConfig, Specials
+from megajepa.step_log import StepLog
 from megajepa.tokenizer import Tokenizer, load_or_train
 
 log = logging.getLogger("megajepa")
@@ -42,6 +44,7 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     def __init__(self, cfg: RunConfig, dist_info: distributed.DistInfo):
         self.cfg, self.dist = cfg, dist_info
+        self.stop = preemption.StopSignals()  # first: a signal during setup is honoured after step one
         self.rank, self.world = dist_info.rank, dist_info.world_size
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         seed_everything(cfg.seed)  # same on every rank: identical init whatever the world size
@@ -70,8 +73,11 @@ class Trainer:
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
         self.engine, self.scheduler = build_engine(self.objective, ds, cfg.train.weight_decay)
         self.logger = MetricsLogger(cfg.output_dir, enabled=self.rank == 0)
+        self.step_log = StepLog(cfg.output_dir, enabled=self.rank == 0)
+        self.nonfinite = NonFiniteGuard(cfg.train.max_nonfinite_steps)
         self.evaluator = PeriodicEval(cfg, self.tokenizer, self.rank, self.world) if cfg.eval.interval else None
         self.step = 0
+        self.last_checkpoint: str | None = None  # named when too many non-finite steps stop the run
         self.data_wait_s = 0.0
         self._maybe_resume()
 
@@ -133,13 +139,18 @@ class Trainer:
         state = checkpoint.load(self.engine, root, tag, self.rank)
         self.step = state["step"]
         self.loader.load_state_dict(state["data"])
+        self.nonfinite.total = state.get("nonfinite_total", 0)
+        self.last_checkpoint = os.path.join(root, tag)
         log.info("resumed from %s at step %d", os.path.join(root, tag), self.step)
 
-    def save(self) -> None:
+    def save(self) -> str:
         state = {"step": self.step, "data": self.loader.state_dict(), "config": self.cfg.to_dict(),
-                 "model_config": self.model_cfg.__dict__, "tokenizer": self.tokenizer.path}
-        path = checkpoint.save(self.engine, self.cfg.output_dir, self.step, state, self.rank)
+                 "model_config": self.model_cfg.__dict__, "tokenizer": self.tokenizer.path,
+                 "nonfinite_total": self.nonfinite.total}
+        path = checkpoint.save(self.engine, self.cfg.output_dir, self.step, state, self.rank, self.cfg.train.keep_last)
         log.info("saved checkpoint %s", path)
+        self.last_checkpoint = path
+        return path
 
     # ------------------------------------------------------------------ the step
     def _global_counts(self, batches) -> torch.Tensor:
@@ -165,17 +176,33 @@ class Trainer:
         for batch in batches:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             loss, stats = self.engine(batch, ntp_den, jepa_den)
-            self.engine.backward(loss)
+            self.engine.backward(poison(loss))  # a non-finite loss gets NaN gradients: the engine skips the update
             self.engine.step()
             sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float()])
             self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
         self.step += 1
+        if self.world > 1:  # every step: losses.jsonl and the non-finite check need the global loss
+            dist.all_reduce(sums)
         return {"sums": sums, "counts": counts}
+
+    def _record_step(self, out: dict) -> bool:
+        """One line of losses.jsonl; False when the update was skipped (non-finite loss or gradient)."""
+        sums, counts, j = out["sums"].tolist(), out["counts"].tolist(), self.cfg.jepa
+        lm = sums[0] / max(counts[0], 1)
+        jepa = sums[1] / max(counts[1], 1)
+        terms = {"loss": j.gamma * lm + j.lam * jepa, "lm": lm, "jepa": jepa,
+                 "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
+        skipped = self.nonfinite.update(self.step, self.engine.was_step_applied(), terms, self.last_checkpoint)
+        lr = self.scheduler.get_last_lr()[0] if self.scheduler else self.cfg.train.lr
+        self.step_log.write({"step": self.step, **terms, "lr": lr, "skipped": skipped,
+                             "skipped_total": self.nonfinite.total})
+        if skipped:
+            log.warning("step %d: non-finite loss or gradient (%s): update skipped (%d in a row, %d in all)",
+                        self.step, terms, self.nonfinite.in_a_row, self.nonfinite.total)
+        return not skipped
 
     def _log(self, acc: dict, elapsed: float, steps: int) -> None:
         sums = acc["sums"]
-        if self.world > 1:
-            dist.all_reduce(sums)
         counts = acc["counts"]
         lm = (sums[0] / counts[0].clamp_min(1)).item()
         n_pairs = counts[1].item()
@@ -187,7 +214,8 @@ class Trainer:
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
                    **throughput_scalars(counts[3].item(), elapsed, self.device, self.world),
-                   "data/epoch": self.loader.epoch, "data/wait_fraction": self.data_wait_s / max(elapsed, 1e-9)}
+                   "data/epoch": self.loader.epoch, "data/wait_fraction": self.data_wait_s / max(elapsed, 1e-9),
+                   "train/skipped_steps": self.nonfinite.total}
         self.data_wait_s = 0.0
         if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
             scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
@@ -202,16 +230,26 @@ class Trainer:
     def run(self) -> None:
         t = self.cfg.train
         acc, last = None, time.perf_counter()
-        while self.step < t.max_steps:
-            out = self.train_step()
-            acc = out if acc is None else {k: acc[k] + out[k] for k in out}
-            if self.step % t.log_interval == 0 or self.step == t.max_steps:
-                now = time.perf_counter()
-                self._log(acc, now - last, t.log_interval)
-                acc, last = None, now
-            if self.evaluator is not None and self.step % self.cfg.eval.interval == 0:
-                self.evaluate()
-            if self.step % t.save_interval == 0 and self.step < t.max_steps:
+        try:
+            while self.step < t.max_steps:
+                out = self.train_step()
+                if self._record_step(out):  # a skipped update's losses stay out of the logged averages
+                    acc = out if acc is None else {k: acc[k] + out[k] for k in out}
+                if (self.step % t.log_interval == 0 or self.step == t.max_steps) and acc is not None:
+                    now = time.perf_counter()
+                    self._log(acc, now - last, t.log_interval)
+                    acc, last = None, now
+                if self.evaluator is not None and self.step % self.cfg.eval.interval == 0:
+                    self.evaluate()
+                stop = self.stop.agreed(self.device) and self.step < t.max_steps  # collective: the same step everywhere
+                if stop or (self.step % t.save_interval == 0 and self.step < t.max_steps):
+                    self.save()
+                if stop:
+                    raise preemption.Preempted(self.step, self.stop.name, self.last_checkpoint)
+            final = os.path.join(checkpoint.checkpoint_dir(self.cfg.output_dir), checkpoint.tag_for(self.step))
+            if os.path.abspath(self.last_checkpoint or "") != os.path.abspath(final):  # not when resumed at the end
                 self.save()
-        self.save()
-        self.logger.close()
+        finally:
+            self.stop.restore()
+            self.logger.close()
+            self.step_log.close()
