@@ -18,7 +18,8 @@ setup(
         "numpy>=1.26",
         "mpi4py>=4.0",
         "mpich>=4.0; platform_system == 'Linux'",  # MPI runtime for mpi4py, from PyPI
+        "matplotlib>=3.8",  # tools/analyze_embeddings.py and benchmarks/reproduce_nlrx.py plots
     ],
-    extras_require={"test": ["pytest>=8"], "plots": ["matplotlib>=3.8"]},
+    extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["megajepa-train=megajepa.train:main"]},
 )

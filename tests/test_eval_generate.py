@@ -119,3 +119,23 @@ def test_moved_run_dir_finds_its_tokenizer(trained):
         assert torch.equal(loaded.model.embed_tokens.weight, load_model(str(moved)).model.embed_tokens.weight)
     finally:
         os.rename(tmp / "tokenizer_elsewhere", run / "tokenizer")
+
+
+def test_analyze_embeddings_cli_writes_json_and_plots(trained, capsys):
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from analyze_embeddings import main as analyze_main
+    tmp, run, small_test, _ = trained
+    _, records = synthetic_split("regex", 300, 90, 7)
+    data = tmp / "analysis_input.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp / "analysis"
+    assert analyze_main(["--model", str(run), "--input", str(data), "--out", str(out)]) == 0
+    result = json.load(open(out / "analysis.json"))
+    assert (result["n"], result["dim"], result["predictors"], result["embed_at"]) == (90, 64, 1, "end")
+    assert len(result["svd_text_minus_code"]) == 64
+    assert result["text_to_code"]["lstsq_error"] > 0 and 0 < result["effective_rank"]["enc_code"] <= 64
+    for name in ("spectrum.png", "projection.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 12 examples cannot determine a 64-wide linear map: a clear error, not a meaningless zero
+    assert analyze_main(["--model", str(run), "--input", str(small_test), "--out", str(tmp / "a2")]) == 2
+    assert "more examples (12) than embedding width (64)" in capsys.readouterr().err
