@@ -43,8 +43,14 @@ def main(argv=None) -> int:
         print(f"convert_from_hf: config error: {e}", file=sys.stderr)
         return 2
     from megajepa import distributed
+    from megajepa.interop.hf_files import HFCheckpoint
     from megajepa.interop.import_hf import convert_from_hf
 
+    try:
+        HFCheckpoint(args.hf).close()  # a bad directory fails here, before any process group starts
+    except ValueError as e:
+        print(f"convert_from_hf: error: {e}", file=sys.stderr)
+        return 2
     info = distributed.init_distributed()
     try:
         out = convert_from_hf(cfg, info.rank, info.world_size)

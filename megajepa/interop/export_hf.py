@@ -37,7 +37,8 @@ def find_checkpoint(path: str, tag: str | None = None) -> tuple[str, str]:
         if tag and tag != found:
             raise CheckpointError(f"{path} is checkpoint {found!r}, but --tag {tag!r} was asked for")
         return root, found
-    root = path if os.path.isfile(os.path.join(path, "latest")) or tag else os.path.join(path, "checkpoints")
+    is_root = os.path.isfile(os.path.join(path, "latest")) or glob.glob(os.path.join(path, "*", "*_model_states.pt"))
+    root = path if is_root else os.path.join(path, "checkpoints")
     if tag is None:
         latest = os.path.join(root, "latest")
         if not os.path.isfile(latest):
@@ -46,7 +47,8 @@ def find_checkpoint(path: str, tag: str | None = None) -> tuple[str, str]:
         with open(latest) as f:
             tag = f.read().strip()
     if not glob.glob(os.path.join(root, tag, "*_model_states.pt")):
-        tags = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(root, "*", "*_model_states.pt")))
+        found = glob.glob(os.path.join(root, "*", "*_model_states.pt"))
+        tags = sorted({os.path.basename(os.path.dirname(p)) for p in found})
         raise CheckpointError(f"{os.path.join(root, tag)}: no such checkpoint (available tags: {tags or 'none'})")
     return root, tag
 
