@@ -13,13 +13,14 @@ from megajepa.config import load_config
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
-from megajepa.data.preprocess import CHUNK, open_checked, preprocess
+from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.tokenize_pool import DROPOUT_STREAM
 from megajepa.data.shards import ShardRows
 from megajepa.packing import LayoutConfig, Specials, collate, place
 from megajepa.tokenizer import Tokenizer, train_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL_CHUNK = 128  # several chunks from a small corpus
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs")
 
 
@@ -53,20 +54,22 @@ def run_config(d, tok, *extra):
 
 
 def reference_rows(cfg, tok_path):
-    """The in-memory path: tokenize_records over the same stream, units with the documented dropout rule
-    (per CHUNK records, rng(seed, DROPOUT_STREAM, chunk index)), first-fit place() over the whole list."""
+    """The in-memory path over the same stream, chunk by chunk as documented: tokenize_records, dropout
+    from rng(seed, DROPOUT_STREAM, chunk index), the fit check, first-fit place() within the chunk."""
     tok = Tokenizer.load(tok_path)
     report = BadRecordReport()
     records = list(corpus.record_stream(cfg))
     sp, layout = Specials.from_tokenizer(tok), LayoutConfig.from_run(cfg)
-    units = []
-    for index, start in enumerate(range(0, len(records), CHUNK)):
-        examples = tokenize_records(records[start:start + CHUNK], tok, 1, "skip", report,
+    rows, skipped = [], 0
+    for index, start in enumerate(range(0, len(records), SMALL_CHUNK)):
+        examples = tokenize_records(records[start:start + SMALL_CHUNK], tok, 1, "skip", report,
                                     with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
         keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.dropout
-        units += [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
-    fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
-    return place(fitting, cfg.data.seq_len, sp), report.total + len(units) - len(fitting)
+        units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
+        fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
+        skipped += len(units) - len(fitting)
+        rows += place(fitting, cfg.data.seq_len, sp)
+    return rows, report.total + skipped
 
 
 def as_dict(row):
@@ -77,13 +80,14 @@ def as_dict(row):
 def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     d, tok = corpus_dir
     cfg = run_config(d, tok, *extra)
-    manifest = preprocess(cfg, str(tmp_path / "shards"), workers=1, rows_per_shard=16, progress=False)
+    manifest = preprocess(cfg, str(tmp_path / "shards"), workers=1, rows_per_shard=16, progress=False,
+                          chunk_records=SMALL_CHUNK)
     want, skipped = reference_rows(cfg, tok)
     rows = ShardRows(str(tmp_path / "shards"), cfg.seed)
     assert rows.total == len(want) == manifest["counts"]["rows"] > 16  # several shards
     assert [as_dict(rows.row(i)) for i in range(rows.total)] == [as_dict(r) for r in want]
     c = manifest["counts"]
-    assert c["records_read"] > CHUNK  # several dropout chunks
+    assert c["records_read"] > 3 * SMALL_CHUNK
     assert c["records_skipped"] == skipped and c["skipped_by_reason"]["record has no views"] == 3
     assert c["skipped_by_reason"]["does not fit one row (data.seq_len)"] == skipped - 6 > 0
     assert 0 < c["jepa_examples"] < c["examples"]  # dropout and plain documents carry no JEPA views
@@ -99,8 +103,8 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
 def test_worker_count_does_not_change_the_shards(corpus_dir, tmp_path):
     d, tok = corpus_dir
     cfg = run_config(d, tok)
-    one = preprocess(cfg, str(tmp_path / "one"), workers=1, rows_per_shard=16, progress=False)
-    two = preprocess(cfg, str(tmp_path / "two"), workers=2, rows_per_shard=16, progress=False)
+    one = preprocess(cfg, str(tmp_path / "one"), workers=1, rows_per_shard=16, progress=False, chunk_records=100)
+    two = preprocess(cfg, str(tmp_path / "two"), workers=2, rows_per_shard=16, progress=False, chunk_records=100)
     assert one["shards"] == two["shards"]
     for shard in one["shards"]:
         for f in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs", "pair_offsets"):

@@ -1,10 +1,10 @@
 """Tokenize and pack a run's corpus once into memory-mapped shards (tools/preprocess_data.py).
 
-Records stream from the mixture in chunks; a process pool turns them into packing units with the
-same `tokenize_records` and unit builder as the in-memory path (ordered results, dropout drawn per
-chunk, so the output does not depend on the number of workers); the main process packs the units
-first-fit as they come (`place_stream`) and appends rows to shards. Rows are packed in stream order;
-training permutes them per epoch.
+Records stream from the mixture in chunks; a process pool turns each chunk into packed rows with the
+same `tokenize_records`, unit builder and `place` as the in-memory path (dropout drawn per chunk,
+results in chunk order, so the output does not depend on the number of workers); the main process
+reads records and appends the rows to shards. Rows are packed in stream order; training permutes
+them per epoch.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import time
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
 from megajepa.data.shards import ShardWriter, check_manifest, read_manifest, write_manifest
-from megajepa.data.tokenize_pool import UnitPool, chunks
-from megajepa.packing import LayoutConfig, Specials, place_stream
+from megajepa.data.tokenize_pool import RowPool, chunks
+from megajepa.packing import LayoutConfig, Specials
 from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
 
-CHUNK = 256  # records per task sent to a worker
+CHUNK = 4096  # records per worker task; each chunk is packed on its own
 TOKENIZER_SAMPLE = 200_000  # records read to train a tokenizer when the run names none
 
 
@@ -59,7 +59,8 @@ def _tokenizer(cfg, out_dir: str) -> str:
     return target
 
 
-def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, progress: bool = True) -> dict:
+def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, progress: bool = True,
+               chunk_records: int = CHUNK) -> dict:
     """Writes shards + manifest to `out_dir`; returns the manifest (whose `counts` is the summary)."""
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(os.path.join(out_dir, "manifest.json")):
@@ -73,25 +74,19 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
                "seq_len": cfg.data.seq_len}
     report, counts = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}
-
-    def units(results):
-        for chunk_units, chunk_report, n_records in results:
-            counts["records"] += n_records
+    writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard)
+    with RowPool(workers, tokenizer_path, options) as packed:  # before the bar: no thread is forked
+        bar = _progress(progress)
+        for arrays, chunk_report, chunk_counts in packed(chunks(corpus.record_stream(cfg), chunk_records)):
+            for key, n in chunk_counts.items():
+                counts[key] += n
             for reason, n in chunk_report.counts.items():
                 report.counts[reason] = report.counts.get(reason, 0) + n
             report.first += chunk_report.first[:20 - len(report.first)]
-            counts["examples"] += len(chunk_units)
-            counts["jepa_examples"] += sum(1 for u in chunk_units if u.pairs)
-            yield from chunk_units
-
-    writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard)
-    with UnitPool(workers, tokenizer_path, options) as make_units:  # before the bar: no thread is forked
-        bar = _progress(progress)
-        for rows, row in enumerate(place_stream(units(make_units(chunks(corpus.record_stream(cfg), CHUNK))),
-                                                cfg.data.seq_len, specials), 1):
-            writer.add(row)
-            if bar is not None and rows % 64 == 0:
-                bar.update(64)
+            if arrays is not None:
+                writer.add_arrays(arrays)
+            if bar is not None:
+                bar.update(0 if arrays is None else len(arrays["pair_counts"]))
                 bar.set_postfix(records=counts["records"], refresh=False)
     if bar is not None:
         bar.close()
@@ -103,7 +98,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "rows": rows, "tokens": tokens, "labelled_tokens": sum(s["labelled_tokens"] for s in shards),
                "jepa_pairs": sum(s["pairs"] for s in shards),
                "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed,
-               "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers}
+               "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers, "chunk_records": chunk_records}
     manifest = {"tokenizer": {"file": MODEL_FILE, "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size},
                 "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
                 "counts": summary, "shards": shards}

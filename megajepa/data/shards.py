@@ -22,41 +22,59 @@ FORMAT_VERSION = 1
 DTYPE = np.int32
 
 
+def rows_to_arrays(rows: list[PackedRow]) -> dict[str, np.ndarray]:
+    """Rows -> the on-disk arrays: each per-token field [n, seq_len], pairs [P, 2], pair_counts [n]."""
+    arrays = {f: np.asarray([getattr(r, f) for r in rows], dtype=DTYPE) for f in FIELDS}
+    arrays["pairs"] = np.asarray([p for r in rows for p in r.pairs], dtype=DTYPE).reshape(-1, 2)
+    arrays["pair_counts"] = np.asarray([len(r.pairs) for r in rows], dtype=np.int64)
+    return arrays
+
+
+def _split(arrays: dict, n: int) -> tuple[dict, dict]:
+    k = int(arrays["pair_counts"][:n].sum())
+    head = {f: (a[:k] if f == "pairs" else a[:n]) for f, a in arrays.items()}
+    tail = {f: (a[k:] if f == "pairs" else a[n:]) for f, a in arrays.items()}
+    return head, tail
+
+
 class ShardWriter:
-    """Appends rows to `rows_per_shard`-row shards; `close()` returns the shard list for the manifest."""
+    """Appends rows (or rows_to_arrays blocks) to `rows_per_shard`-row shards; `close()` returns the
+    shard list for the manifest."""
 
     def __init__(self, out_dir: str, seq_len: int, rows_per_shard: int = 8192):
         self.out_dir, self.seq_len, self.rows_per_shard = out_dir, seq_len, rows_per_shard
         self.shards: list[dict] = []
-        self._rows: list[PackedRow] = []
+        self._parts: list[dict] = []
+        self._rows = 0
         os.makedirs(out_dir, exist_ok=True)
 
     def add(self, row: PackedRow) -> None:
-        self._rows.append(row)
-        if len(self._rows) == self.rows_per_shard:
-            self._flush()
+        self.add_arrays(rows_to_arrays([row]))
 
-    def _flush(self) -> None:
-        if not self._rows:
-            return
+    def add_arrays(self, arrays: dict) -> None:
+        self._parts.append(arrays)
+        self._rows += len(arrays["pair_counts"])
+        while self._rows >= self.rows_per_shard:
+            self._flush(self.rows_per_shard)
+
+    def _flush(self, n: int) -> None:
+        merged = {f: np.concatenate([p[f] for p in self._parts]) for f in self._parts[0]}
+        block, rest = _split(merged, n)
+        self._parts, self._rows = ([rest] if self._rows > n else []), self._rows - n
         name = f"shard_{len(self.shards):05d}"
-        arrays = {f: np.asarray([getattr(r, f) for r in self._rows], dtype=DTYPE) for f in FIELDS}
-        for f, array in arrays.items():
-            array.tofile(self._path(name, f))
-        counts = [len(r.pairs) for r in self._rows]
-        pairs = np.asarray([p for r in self._rows for p in r.pairs], dtype=DTYPE).reshape(-1, 2)
-        pairs.tofile(self._path(name, "pairs"))
-        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
-        self.shards.append({"name": name, "rows": len(self._rows), "pairs": int(pairs.shape[0]),
-                            "tokens": int((arrays["seg"] >= 0).sum()),
-                            "labelled_tokens": int((arrays["labels"] != IGNORE).sum())})
-        self._rows = []
+        for f in (*FIELDS, "pairs"):
+            block[f].tofile(self._path(name, f))
+        np.concatenate([[0], np.cumsum(block["pair_counts"])]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
+        self.shards.append({"name": name, "rows": n, "pairs": int(block["pairs"].shape[0]),
+                            "tokens": int((block["seg"] >= 0).sum()),
+                            "labelled_tokens": int((block["labels"] != IGNORE).sum())})
 
     def _path(self, name: str, field: str) -> str:
         return os.path.join(self.out_dir, f"{name}.{field}.bin")
 
     def close(self) -> list[dict]:
-        self._flush()
+        if self._rows:
+            self._flush(self._rows)
         return self.shards
 
 

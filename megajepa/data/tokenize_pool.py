@@ -1,6 +1,9 @@
-"""Records -> packing units in a process pool (tokenize, decide JEPA loss dropout, build the unit,
-check it fits a row), results in input order. Each chunk's dropout draws come from a generator seeded
-by (seed, chunk index), so the output never depends on the number of workers."""
+"""Records -> packed rows in a process pool. Each worker takes a chunk of records and does everything
+up to the on-disk arrays: tokenize, draw JEPA loss dropout from (seed, chunk index), build the units,
+check they fit, place them first-fit into rows (packing.place), convert to arrays. Results come back
+in chunk order, so the output never depends on the number of workers; only numpy arrays cross
+processes. A chunk's last rows may be less full than one global placement would make them: chunks
+of a few thousand records keep that to a fraction of a percent (the summary reports the fill)."""
 from __future__ import annotations
 
 import itertools
@@ -10,6 +13,8 @@ import numpy as np
 
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import fits, make_unit
+from megajepa.data.shards import rows_to_arrays
+from megajepa.packing import place
 from megajepa.tokenizer import Tokenizer
 
 DROPOUT_STREAM = 0x64726F70  # "drop": keeps these draws apart from every other use of the seed
@@ -21,10 +26,9 @@ def _init_worker(tokenizer_path: str, options: dict) -> None:
     _worker["options"] = options
 
 
-def _units(task: tuple[int, list]):
-    index, chunk = task
-    o, report = _worker["options"], BadRecordReport()
-    examples = tokenize_records(chunk, _worker["tokenizer"], 1, o["policy"], report,
+def chunk_units(index: int, chunk: list, tokenizer, o: dict, report: BadRecordReport) -> list:
+    """The packing units of one chunk of (source, record) pairs, in order."""
+    examples = tokenize_records(chunk, tokenizer, 1, o["policy"], report,
                                 with_prompt=o["system_prompt"], extra_fields=o["extra_fields"])
     keep = np.random.default_rng([o["seed"], DROPOUT_STREAM, index]).random(len(examples)) >= o["dropout"]
     units = []
@@ -32,7 +36,16 @@ def _units(task: tuple[int, list]):
         unit = make_unit(ex, o["specials"], o["layout"], o["use_jepa"] and bool(with_jepa))
         if fits(ex, unit.n_tokens, o["seq_len"], o["policy"], report):
             units.append(unit)
-    return units, report, len(chunk)
+    return units
+
+
+def _rows(task: tuple[int, list]):
+    index, chunk = task
+    o, report = _worker["options"], BadRecordReport()
+    units = chunk_units(index, chunk, _worker["tokenizer"], o, report)
+    arrays = rows_to_arrays(place(units, o["seq_len"], o["specials"])) if units else None
+    return arrays, report, {"records": len(chunk), "examples": len(units),
+                            "jepa_examples": sum(1 for u in units if u.pairs)}
 
 
 def chunks(items, size: int):
@@ -41,9 +54,9 @@ def chunks(items, size: int):
     return enumerate(iter(lambda: list(itertools.islice(it, size)), []))
 
 
-class UnitPool:
-    """`with UnitPool(n, tokenizer_path, options) as units: units(chunks)` yields (units, BadRecordReport,
-    records in chunk) per chunk; n = 1 works in this process."""
+class RowPool:
+    """`with RowPool(n, tokenizer_path, options) as rows: rows(chunks)` yields (arrays or None,
+    BadRecordReport, counts) per chunk; n = 1 works in this process."""
 
     def __init__(self, workers: int, tokenizer_path: str, options: dict):
         self.workers, self.args = workers, (tokenizer_path, options)
@@ -53,9 +66,9 @@ class UnitPool:
         if self.workers > 1:  # fork where there is one: workers start at once, torch already imported
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
             self.pool = mp.get_context(method).Pool(self.workers, _init_worker, self.args)
-            return lambda tasks: self.pool.imap(_units, tasks)
+            return lambda tasks: self.pool.imap(_rows, tasks)
         _init_worker(*self.args)
-        return lambda tasks: map(_units, tasks)
+        return lambda tasks: map(_rows, tasks)
 
     def __exit__(self, *exc):
         if self.pool is not None:
