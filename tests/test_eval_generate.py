@@ -139,3 +139,26 @@ def test_analyze_embeddings_cli_writes_json_and_plots(trained, capsys):
     # 12 examples cannot determine a 64-wide linear map: a clear error, not a meaningless zero
     assert analyze_main(["--model", str(run), "--input", str(small_test), "--out", str(tmp / "a2")]) == 2
     assert "more examples (12) than embedding width (64)" in capsys.readouterr().err
+
+
+def test_two_rank_zero3_eval_and_checkpoint(tmp_path):
+    """2 ranks under the deepspeed launcher: the in-training evaluation shards the set and stops decoding
+    together; the 2-shard ZeRO-3 checkpoint reloads to a model that predicts exactly what the ranks did."""
+    from run_helpers import env, free_port
+    _, test = synthetic_split("regex", 300, 7, 5)  # 7 items: the ranks get 4 and 3 (+1 filler)
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text("".join(json.dumps(r) + "\n" for r in test))
+    run = tmp_path / "run"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_port",
+           str(free_port()), os.path.join(REPO, "megajepa", "train.py"), f"output_dir={run}", "train.max_steps=8",
+           "train.save_interval=100", "train.log_interval=8", "eval.interval=8", f"eval.file={test_file}",
+           "eval.metric=exact", f"eval.max_new_tokens={MAX_NEW}", "train.micro_batch_size=2", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len([f for f in os.listdir(run / "checkpoints" / "step_00000008") if "optim_states" in f]) == 2
+    in_training = read_jsonl(run / "eval" / "step_00000008.jsonl")
+    assert [r["reference"] for r in in_training] == [r["views"][1] for r in test]
+    out = tmp_path / "preds.jsonl"
+    assert generate_main(["--model", str(run), "--input", str(test_file), "--output", str(out), "--json",
+                          str(tmp_path / "m.json"), "--max-new-tokens", str(MAX_NEW)]) == 0
+    assert [r["prediction"] for r in read_jsonl(out)] == [r["prediction"] for r in in_training]

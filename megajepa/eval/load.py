@@ -24,21 +24,37 @@ class LoadedModel:
     source: str  # what was loaded, for reports
 
 
+def _legacy(root: str) -> str | None:
+    """Checkpoints from before the COMPLETE marker (no tag has one): DeepSpeed's own `latest`, which it
+    writes after the tag's files."""
+    from megajepa import checkpoint
+    latest = os.path.join(root, "latest")
+    if checkpoint.complete_tags(root) or not os.path.isfile(latest):
+        return None
+    with open(latest) as f:
+        return f.read().strip() or None
+
+
 def resolve_tag(path: str) -> tuple[str, str]:
-    """(checkpoints root, tag) for a run dir, a `checkpoints/` dir (its `latest`) or one tag dir."""
+    """(checkpoints root, tag) for a run dir or a `checkpoints/` dir (its newest complete tag, as resume
+    picks it) or one tag dir (which must be complete)."""
+    from megajepa import checkpoint
     path = os.path.abspath(path)
     if glob.glob(os.path.join(path, "*model_states.pt")):
-        return os.path.dirname(path), os.path.basename(path)
-    for root in (os.path.join(path, "checkpoints"), path):
-        latest = os.path.join(root, "latest")
-        if os.path.isfile(latest):
-            with open(latest) as f:
-                tag = f.read().strip()
-            if not os.path.isdir(os.path.join(root, tag)):
-                raise LoadError(f"{latest} names tag {tag!r}, but {os.path.join(root, tag)} does not exist")
+        root, tag = os.path.dirname(path), os.path.basename(path)
+        if not checkpoint.is_complete(root, tag) and not _legacy(root):
+            raise LoadError(f"{path}: incomplete checkpoint (no {checkpoint.COMPLETE} marker: its write was "
+                            f"interrupted); complete ones: {checkpoint.complete_tags(root)}")
+        return root, tag
+    for output_dir in (path, os.path.dirname(path)):  # a run dir, or its checkpoints/ dir
+        root = checkpoint.checkpoint_dir(output_dir)
+        if os.path.isdir(root) and (output_dir == path or root == path):
+            tag = _legacy(root) or checkpoint.latest_tag(output_dir)
+            if tag is None:
+                raise LoadError(f"{root}: no complete checkpoint")
             return root, tag
-    raise LoadError(f"{path}: not a megajepa checkpoint (no *model_states.pt here and no checkpoints/latest or "
-                    "latest file) and not a transformers directory (no config.json)")
+    raise LoadError(f"{path}: not a megajepa checkpoint (no *model_states.pt here, no checkpoints/ folder) "
+                    "and not a transformers directory (no config.json)")
 
 
 def _client_state(tag_dir: str) -> dict:
