@@ -31,14 +31,17 @@ class NonFiniteGuard:
         self.in_a_row = 0
         self.total = 0
 
-    def update(self, step: int, applied: bool, terms: dict[str, float], last_checkpoint: str | None) -> bool:
-        """Record one step; True when it was skipped. Raises NonFiniteError on the max-th skip in a row."""
-        finite = all(math.isfinite(v) for v in terms.values())
-        if applied and finite:
+    def update(self, applied: bool, terms: dict[str, float]) -> bool:
+        """Record one step; True when its update was skipped (by the engine, or a non-finite loss term)."""
+        if applied and all(math.isfinite(v) for v in terms.values()):
             self.in_a_row = 0
             return False
         self.in_a_row += 1
         self.total += 1
+        return True
+
+    def check(self, step: int, terms: dict[str, float], last_checkpoint: str | None) -> None:
+        """Raises NonFiniteError once max_in_a_row updates in a row were skipped."""
         if self.in_a_row >= self.max_in_a_row:
             values = " ".join(f"{k}={v:.6g}" for k, v in terms.items())
             raise NonFiniteError(
@@ -46,4 +49,3 @@ class NonFiniteGuard:
                 f"(train.max_nonfinite_steps={self.max_in_a_row}), {self.total} skipped in all; loss terms: "
                 f"{values}; last good checkpoint: {last_checkpoint or 'none'} (resume from it with resume=<path>, "
                 f"e.g. with a lower train.lr)")
-        return True

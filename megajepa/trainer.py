@@ -192,13 +192,14 @@ class Trainer:
         jepa = sums[1] / max(counts[1], 1)
         terms = {"loss": j.gamma * lm + j.lam * jepa, "lm": lm, "jepa": jepa,
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
-        skipped = self.nonfinite.update(self.step, self.engine.was_step_applied(), terms, self.last_checkpoint)
-        lr = self.scheduler.get_last_lr()[0] if self.scheduler else self.cfg.train.lr
+        skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
+        lr = self.engine.get_lr()[0]  # what the optimizer holds (a restored scheduler's get_last_lr is stale)
         self.step_log.write({"step": self.step, **terms, "lr": lr, "skipped": skipped,
                              "skipped_total": self.nonfinite.total})
         if skipped:
             log.warning("step %d: non-finite loss or gradient (%s): update skipped (%d in a row, %d in all)",
                         self.step, terms, self.nonfinite.in_a_row, self.nonfinite.total)
+        self.nonfinite.check(self.step, terms, self.last_checkpoint)
         return not skipped
 
     def _log(self, acc: dict, elapsed: float, steps: int) -> None:
