@@ -51,6 +51,8 @@ class Trainer:
         ds = resolve_ds_config(cfg, self.world)  # config errors before any data or model work
 
         self.tokenizer, self.epochs = self._data()
+        # the eval set and eval.* are checked before the model is built
+        self.evaluator = PeriodicEval(cfg, self.tokenizer, self.rank, self.world) if cfg.eval.interval else None
         self.specials = Specials.from_tokenizer(self.tokenizer)
         self.loader = DistributedRowLoader(self.epochs, cfg.train.micro_batch_size, self.rank, self.world)
 
@@ -75,7 +77,6 @@ class Trainer:
         self.logger = MetricsLogger(cfg.output_dir, enabled=self.rank == 0)
         self.step_log = StepLog(cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(cfg.train.max_nonfinite_steps)
-        self.evaluator = PeriodicEval(cfg, self.tokenizer, self.rank, self.world) if cfg.eval.interval else None
         self.step = 0
         self.last_checkpoint: str | None = None  # named when too many non-finite steps stop the run
         self.data_wait_s = 0.0

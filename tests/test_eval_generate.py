@@ -162,3 +162,13 @@ def test_two_rank_zero3_eval_and_checkpoint(tmp_path):
     assert generate_main(["--model", str(run), "--input", str(test_file), "--output", str(out), "--json",
                           str(tmp_path / "m.json"), "--max-new-tokens", str(MAX_NEW)]) == 0
     assert [r["prediction"] for r in read_jsonl(out)] == [r["prediction"] for r in in_training]
+
+
+@pytest.mark.parametrize("override,message", [("eval.metric=exact,bleu", "config key 'eval.metric': unknown"),
+                                              ("eval.file=/nonexistent.jsonl", "eval.file: /nonexistent.jsonl")])
+def test_bad_eval_config_fails_before_training(tmp_path, override, message):
+    cmd = [sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={tmp_path}", "eval.interval=5",
+           override, "train.max_steps=2", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not os.path.isdir(tmp_path / "checkpoints")

@@ -34,7 +34,10 @@ def eval_items(cfg) -> tuple[list, str]:
 class PeriodicEval:
     def __init__(self, cfg, tokenizer, rank: int, world: int):
         self.cfg, self.tokenizer, self.rank, self.world = cfg, tokenizer, rank, world
-        self.metrics = parse_metrics(cfg.eval.metric, "config key 'eval.metric'")  # config errors before training starts
+        for key, value in (("eval.interval", cfg.eval.interval), ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
+            if value < 1:  # checked here, before training, not at the first evaluation hours in
+                raise InputError(f"config key '{key}' must be >= 1 when evaluating, got {value}")
+        self.metrics = parse_metrics(cfg.eval.metric, "config key 'eval.metric'")
         self.items, self.base_dir = eval_items(cfg)
         per_rank = -(-len(self.items) // world)
         # Equal shards: the last ranks repeat item 0 as filler (dropped after gathering).
