@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,16 @@ def run(cmd: list[str], timeout: int = 3600) -> subprocess.CompletedProcess:
 
 
 def preprocess(sources: list[str], tokenizer: str, out: str, workers: int, seq_len: int) -> dict:
+    """The tool's summary counts, plus the CPU seconds of the whole process tree (workers included)."""
     spec = "[" + ", ".join(f"{{path: {p}, weight: {w}}}" for p, w in zip(sources, (3, 1))) + "]"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run([sys.executable, "tools/preprocess_data.py", "--out", out, "--workers", str(workers), "--no-progress",
          f"data.tokenizer={tokenizer}", f"data.sources={spec}", f"data.seq_len={seq_len}", "data.train_all=true"])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(os.path.join(out, "manifest.json")) as f:
-        return json.load(f)["counts"]
+        counts = json.load(f)["counts"]
+    counts["tree_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # incl. imports
+    return counts
 
 
 def wait_fraction(overrides: list[str], out: str, steps: int) -> dict:
@@ -90,10 +96,12 @@ def main(argv=None) -> int:
         for workers in map(int, args.workers.split(",")):
             counts = preprocess(sources, tokenizer, os.path.join(tmp, f"pre{workers}"), workers, 512)
             results["preprocess"][workers] = {k: counts[k] for k in ("records_read", "tokens", "rows", "seconds",
-                                                                     "tokens_per_s", "fill")}
+                                                                     "tokens_per_s", "fill", "main_process_cpu_s",
+                                                                     "tree_cpu_s")}
             print(f"preprocess workers={workers}: {counts['tokens']} tokens in {counts['seconds']:.1f} s = "
-                  f"{counts['tokens_per_s']:,.0f} tokens/s", flush=True)
-        for preset in args.presets.split(","):
+                  f"{counts['tokens_per_s']:,.0f} tokens/s; main process {counts['main_process_cpu_s']:.1f} CPU s, "
+                  f"whole tree {counts['tree_cpu_s']:.1f} CPU s (imports included)", flush=True)
+        for preset in filter(None, args.presets.split(",")):
             base = PRESETS[preset] + [f"data.tokenizer={tokenizer}", "data.train_all=true"]
             seq = next(o for o in base if o.startswith("data.seq_len=")).split("=")[1]
             shards = os.path.join(tmp, f"shards_{seq}")

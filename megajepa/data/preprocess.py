@@ -67,7 +67,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
         os.remove(os.path.join(out_dir, "manifest.json"))  # a half-rewritten set is never taken as whole
     tokenizer_path = _tokenizer(cfg, out_dir)
     tokenizer = Tokenizer.load(tokenizer_path)
-    start = time.perf_counter()  # throughput counts reading, tokenizing, packing, writing; not tokenizer training
+    start, main_cpu = time.perf_counter(), time.process_time()  # reading, tokenizing, packing, writing
     specials, signature = Specials.from_tokenizer(tokenizer), packing_signature(cfg)
     options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
                "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.dropout,
@@ -91,13 +91,13 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     if bar is not None:
         bar.close()
     shards = writer.close()
-    elapsed = time.perf_counter() - start
+    elapsed, main_cpu = time.perf_counter() - start, time.process_time() - main_cpu
     rows, tokens = sum(s["rows"] for s in shards), sum(s["tokens"] for s in shards)
     summary = {"records_read": counts["records"], "records_skipped": report.total, "skipped_by_reason": report.counts,
                "first_skipped": report.first, "examples": counts["examples"], "jepa_examples": counts["jepa_examples"],
                "rows": rows, "tokens": tokens, "labelled_tokens": sum(s["labelled_tokens"] for s in shards),
                "jepa_pairs": sum(s["pairs"] for s in shards),
-               "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed,
+               "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed, "main_process_cpu_s": main_cpu,
                "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers, "chunk_records": chunk_records}
     manifest = {"tokenizer": {"file": MODEL_FILE, "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size},
                 "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
