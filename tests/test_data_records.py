@@ -191,3 +191,21 @@ def test_sources_config_is_validated():
         load_config(None, ["data.sources=[{path: b, wieght: 2}]"])
     with pytest.raises(ConfigError, match=r"data.sources\[0\].format' must be"):
         load_config(None, ["data.sources=[{path: b, format: csv}]"])
+
+
+PAPER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets", "llm-jepa")
+
+
+@pytest.mark.skipif(not os.path.isdir(PAPER), reason="the LLM-JEPA paper's files are not on this machine")
+def test_the_paper_files_read_without_a_bad_record():
+    from megajepa.data.examples import system_turn
+    for name in ("synth_train.jsonl", "spider_train.jsonl", "gsm8k_test.jsonl"):
+        path = os.path.join(PAPER, name)
+        report = BadRecordReport()
+        examples = tokenize_records(Source(path), CharTokenizer(), 1, "error", report, with_prompt=True)
+        with open(path) as f:
+            raw = [json.loads(line) for line in f]
+        assert report.total == 0 and len(examples) == len(raw)
+        first = raw[0]["messages"]
+        assert examples[0].views == [CharTokenizer().encode(first[1]["content"]), CharTokenizer().encode(first[2]["content"])]
+        assert examples[0].prompt == CharTokenizer().encode(system_turn(raw[0]))
