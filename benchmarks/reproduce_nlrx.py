@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--train", default=os.path.join(SHARED, "synth_train.jsonl"))
     p.add_argument("--test", default=os.path.join(SHARED, "synth_test.jsonl"))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=1, help="seeds first..first+seeds-1 (split a study over processes)")
+    p.add_argument("--no-summary", action="store_true", help="train and evaluate only; summarize in a later call")
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--steps", type=int, default=300, help="ntp (and jepa_eqcompute) optimizer steps")
     p.add_argument("--dim", type=int, default=128)
@@ -52,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--eval-examples", type=int, default=200, help="first N of the test file (0: all)")
-    p.add_argument("--analysis-examples", type=int, default=1000)
+    p.add_argument("--analysis-examples", type=int, default=300, help="must exceed --dim")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
     return p.parse_args(argv)
@@ -272,12 +274,14 @@ def main(argv=None) -> int:
     settings = arm_settings(args, rows)
     log(f"data: {data_note}; rows/epoch {rows}; steps {({a: settings[a]['steps'] for a in arms})}")
     runs: dict[str, dict[int, str]] = {a: {} for a in arms}
-    for seed in range(1, args.seeds + 1):  # seed-major: a cut-short study still has every arm at seed 1
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # seed-major: a cut-short study still has every arm at seed 1
         for arm in arms:
             t0 = time.time()
             runs[arm][seed] = train(args, arm, seed, settings[arm], train_file, tokenizer)
             evaluate(args, runs[arm][seed], test_file)
             log(f"{arm} seed {seed}: done in {time.time() - t0:.0f}s")
+    if args.no_summary:
+        return 0
     summary = summarize(runs, settings)
     summary.update(data=data_note, train_file=train_file, test_file=test_file, rows_per_epoch=rows,
                    config=vars(args), command=" ".join([os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:])))
