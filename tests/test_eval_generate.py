@@ -172,3 +172,19 @@ def test_bad_eval_config_fails_before_training(tmp_path, override, message):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not os.path.isdir(tmp_path / "checkpoints")
+
+
+def test_default_eval_set_is_the_synthetic_test_split_with_its_databases(tmp_path):
+    """No eval.file: the synthetic task's held-out records; sql databases written where scoring finds them."""
+    from megajepa.config import load_config
+    from megajepa.eval.generate import prediction_rows, score_rows
+    from megajepa.eval.periodic import eval_items
+    cfg = load_config(None, [f"output_dir={tmp_path}", "data.task=sql", "data.num_train=200", "data.num_test=20",
+                             "eval.max_examples=6"])
+    items, base = eval_items(cfg)
+    _, test = synthetic_split("sql", 200, 20, cfg.seed)
+    assert [(i.text, i.reference, i.db_path) for i in items] == [(*r["views"][:2], r["db_path"]) for r in test[:6]]
+    gold = score_rows(prediction_rows(items, [i.reference for i in items]), ["sql"], base)["sql"]
+    assert (gold["correct"], gold["gold_error"]) == (6, 0)
+    wrong = score_rows(prediction_rows(items, ["SELECT 1"] * 6), ["sql"], base)["sql"]
+    assert wrong["correct"] == 0

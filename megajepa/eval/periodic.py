@@ -15,8 +15,9 @@ from megajepa.eval.generate import InputError, items_from_records, parse_metrics
 log = logging.getLogger("megajepa")
 
 
-def eval_items(cfg) -> tuple[list, str]:
-    """eval.file, else the synthetic task's held-out split when the run trains on the synthetic corpus."""
+def eval_items(cfg, rank: int = 0) -> tuple[list, str]:
+    """eval.file, else the synthetic task's held-out split when the run trains on the synthetic corpus
+    (its side files, the sql task's databases, written by rank 0 under output_dir/eval_data for scoring)."""
     n = cfg.eval.max_examples or None
     if cfg.eval.file:
         try:
@@ -25,10 +26,12 @@ def eval_items(cfg) -> tuple[list, str]:
             raise InputError(f"eval.file: {e}") from None
         return items, os.path.dirname(os.path.abspath(cfg.eval.file))
     if cfg.data.sources:
-        raise ValueError("eval.interval > 0 needs eval.file when training on data.sources")
-    from megajepa.data.corpus import synthetic_split
-    _, test = synthetic_split(cfg.data.task, cfg.data.num_train, cfg.data.num_test, cfg.seed)
-    return items_from_records(test[:n], f"synthetic-{cfg.data.task}-test"), cfg.output_dir
+        raise InputError("eval.interval > 0 needs eval.file when training on data.sources")
+    from megajepa.data.synthetic import split
+    side_files = os.path.join(cfg.output_dir, "eval_data")
+    _, test = split(cfg.data.task, cfg.data.num_train, cfg.data.num_test, cfg.seed,
+                    out_dir=side_files if rank == 0 else None)
+    return items_from_records(test[:n], f"synthetic-{cfg.data.task}-test"), side_files
 
 
 class PeriodicEval:
@@ -38,7 +41,7 @@ class PeriodicEval:
             if value < 1:  # checked here, before training, not at the first evaluation hours in
                 raise InputError(f"config key '{key}' must be >= 1 when evaluating, got {value}")
         self.metrics = parse_metrics(cfg.eval.metric, "config key 'eval.metric'")
-        self.items, self.base_dir = eval_items(cfg)
+        self.items, self.base_dir = eval_items(cfg, rank)
         per_rank = -(-len(self.items) // world)
         # Equal shards: the last ranks repeat item 0 as filler (dropped after gathering).
         padded = self.items + [self.items[0]] * (per_rank * world - len(self.items))
