@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from megajepa import checkpoint, distributed, preemption
 from megajepa.compiling import compile_objective, use_flex_attention
-from megajepa.config import ConfigError, RunConfig
+from megajepa.config import RunConfig
 from megajepa.data import corpus, preprocess
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
@@ -86,11 +86,9 @@ class Trainer:
         """(tokenizer, row source): preprocessed shards (data.shards), else the corpus tokenized and packed
         here. Every bad record is reported (or raised, data.on_bad_record=error) before the model is built."""
         cfg = self.cfg
-        if cfg.data.shards:
-            if cfg.model.init_from_hf:
-                raise ConfigError("data.shards with model.init_from_hf is not supported yet (shards are written "
-                                  "with a sentencepiece tokenizer); train from data.sources instead")
-            tokenizer = Tokenizer.load(preprocess.shard_tokenizer_path(cfg))
+        if cfg.data.shards:  # continued pretraining: the checkpoint's tokenizer, checked against the shards'
+            tokenizer = self._tokenizer(None) if cfg.model.init_from_hf else \
+                load_tokenizer(preprocess.shard_tokenizer_path(cfg))
             return tokenizer, preprocess.open_checked(cfg, tokenizer)
         report = BadRecordReport()
         records = corpus.train_records(cfg)

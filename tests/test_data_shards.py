@@ -15,6 +15,7 @@ from megajepa.data.examples import BadRecordReport, RecordError, tokenize_record
 from megajepa.data.loader import make_unit
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.tokenize_pool import DROPOUT_STREAM
+from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.data.shards import ShardRows
 from megajepa.packing import LayoutConfig, Specials, collate, place
 from megajepa.tokenizer import Tokenizer, train_tokenizer
@@ -56,7 +57,7 @@ def run_config(d, tok, *extra):
 def reference_rows(cfg, tok_path):
     """The in-memory path over the same stream, chunk by chunk as documented: tokenize_records, dropout
     from rng(seed, DROPOUT_STREAM, chunk index), the fit check, first-fit place() within the chunk."""
-    tok = Tokenizer.load(tok_path)
+    tok = load_tokenizer(tok_path)
     report = BadRecordReport()
     records = list(corpus.record_stream(cfg))
     sp, layout = Specials.from_tokenizer(tok), LayoutConfig.from_run(cfg)
@@ -139,3 +140,19 @@ def test_cli_summary_and_error_policy(corpus_dir, tmp_path):
     bad = subprocess.run(args + ["data.on_bad_record=error"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and f"{d}/pairs.jsonl:9: bad JSON" in bad.stderr
     assert not os.path.exists(tmp_path / "s" / "manifest.json")  # no half-written set left looking valid
+
+
+def test_a_transformers_tokenizer_is_stored_and_checked(corpus_dir, tmp_path):
+    from interop_fixtures import hf_tokenizer
+    d, _ = corpus_dir
+    hf_tokenizer(vocab_size=320).save_pretrained(str(tmp_path / "hf"))
+    cfg = run_config(d, str(tmp_path / "hf"))
+    out = str(tmp_path / "shards")
+    preprocess(cfg, out, workers=2, rows_per_shard=16, progress=False, chunk_records=SMALL_CHUNK)
+    want, _ = reference_rows(cfg, os.path.join(out, "tokenizer_hf"))  # the copy has sep/predictors added
+    # A run naming the original directory (tokens added on load) matches the stored copy.
+    rows = open_checked(run_config(d, str(tmp_path / "hf"), f"data.shards={out}"), load_tokenizer(str(tmp_path / "hf")))
+    assert [as_dict(rows.row(i)) for i in range(rows.total)] == [as_dict(r) for r in want]
+    hf_tokenizer(vocab_size=330).save_pretrained(str(tmp_path / "other"))
+    with pytest.raises(RecordError, match="tokenizer sha256"):
+        open_checked(run_config(d, str(tmp_path / "other"), f"data.shards={out}"), load_tokenizer(str(tmp_path / "other")))

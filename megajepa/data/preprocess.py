@@ -9,7 +9,9 @@ them per epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import os
 import shutil
 import time
@@ -20,9 +22,11 @@ from megajepa.data.examples import BadRecordReport
 from megajepa.data.shards import ShardWriter, check_manifest, read_manifest, write_manifest
 from megajepa.data.tokenize_pool import RowPool, chunks
 from megajepa.packing import LayoutConfig, Specials
+from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
+HF_DIR = "tokenizer_hf"  # a transformers tokenizer stored with the shards
 TOKENIZER_SAMPLE = 200_000  # records read to train a tokenizer when the run names none
 
 
@@ -34,20 +38,38 @@ def packing_signature(cfg) -> dict:
             "extra_view_fields": list(cfg.data.extra_view_fields)}
 
 
-def open_checked(cfg, tokenizer: Tokenizer):
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of a sentencepiece model file, or of a transformers tokenizer's whole serialised pipeline
+    (vocabulary, merges, normalizer, added tokens): equal fingerprints encode text to equal ids."""
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer.sha256()
+    backend = getattr(tokenizer.hf, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.hf.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
     from megajepa.data.shards import ShardRows
-    check_manifest(read_manifest(cfg.data.shards), cfg.data.shards, tokenizer.sha256(), packing_signature(cfg))
+    check_manifest(read_manifest(cfg.data.shards), cfg.data.shards, tokenizer_fingerprint(tokenizer),
+                   packing_signature(cfg))
     return ShardRows(cfg.data.shards, cfg.seed)
 
 
 def shard_tokenizer_path(cfg) -> str:
     """The tokenizer a shard-reading run uses: data.tokenizer, else the copy stored with the shards."""
-    return cfg.data.tokenizer or os.path.join(cfg.data.shards, MODEL_FILE)
+    hf_copy = os.path.join(cfg.data.shards, HF_DIR)
+    return cfg.data.tokenizer or (hf_copy if os.path.isdir(hf_copy) else os.path.join(cfg.data.shards, MODEL_FILE))
 
 
 def _tokenizer(cfg, out_dir: str) -> str:
-    """data.tokenizer, else one trained on the first records of the mixture; copied next to the shards."""
+    """The run's tokenizer, copied next to the shards: the HF checkpoint's with our tokens added
+    (model.init_from_hf), data.tokenizer (a sentencepiece file or a transformers directory), else a
+    sentencepiece model trained on the first records of the mixture."""
+    if cfg.model.init_from_hf or (cfg.data.tokenizer and os.path.isdir(cfg.data.tokenizer)):
+        from megajepa.interop.hf_tokenizer import HFTokenizer
+        HFTokenizer(cfg.model.init_from_hf or cfg.data.tokenizer).save(os.path.join(out_dir, HF_DIR))
+        return os.path.join(out_dir, HF_DIR)
     target = os.path.join(out_dir, MODEL_FILE)
     if cfg.data.tokenizer:
         if os.path.abspath(cfg.data.tokenizer) != os.path.abspath(target):
@@ -66,7 +88,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     if os.path.exists(os.path.join(out_dir, "manifest.json")):
         os.remove(os.path.join(out_dir, "manifest.json"))  # a half-rewritten set is never taken as whole
     tokenizer_path = _tokenizer(cfg, out_dir)
-    tokenizer = Tokenizer.load(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
     start, main_cpu = time.perf_counter(), time.process_time()  # reading, tokenizing, packing, writing
     specials, signature = Specials.from_tokenizer(tokenizer), packing_signature(cfg)
     options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
@@ -99,7 +121,8 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "jepa_pairs": sum(s["pairs"] for s in shards),
                "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed, "main_process_cpu_s": main_cpu,
                "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers, "chunk_records": chunk_records}
-    manifest = {"tokenizer": {"file": MODEL_FILE, "sha256": tokenizer.sha256(), "vocab_size": tokenizer.vocab_size},
+    manifest = {"tokenizer": {"file": os.path.basename(tokenizer_path), "sha256": tokenizer_fingerprint(tokenizer),
+                              "vocab_size": tokenizer.vocab_size},
                 "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
                 "counts": summary, "shards": shards}
     write_manifest(out_dir, manifest)

@@ -15,14 +15,14 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import fits, make_unit
 from megajepa.data.shards import rows_to_arrays
 from megajepa.packing import place
-from megajepa.tokenizer import Tokenizer
+from megajepa.interop.hf_tokenizer import load_tokenizer
 
 DROPOUT_STREAM = 0x64726F70  # "drop": keeps these draws apart from every other use of the seed
 _worker: dict = {}
 
 
 def _init_worker(tokenizer_path: str, options: dict) -> None:
-    _worker["tokenizer"] = Tokenizer.load(tokenizer_path)
+    _worker["tokenizer"] = load_tokenizer(tokenizer_path)  # sentencepiece file or transformers directory
     _worker["options"] = options
 
 
