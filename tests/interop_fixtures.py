@@ -52,8 +52,8 @@ def hf_model(arch: str, vocab_size: int, seed: int = 0, tie: bool = False, **ove
     return model
 
 
-def save_hf(path, model, tokenizer=None, dtype=torch.float32) -> str:
-    model.to(dtype).save_pretrained(str(path))
+def save_hf(path, model, tokenizer=None, dtype=torch.float32, max_shard_size: str = "5GB") -> str:
+    model.to(dtype).save_pretrained(str(path), max_shard_size=max_shard_size)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))
     return str(path)

@@ -84,6 +84,14 @@ def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained)
     assert [tok.encode(p, add_special_tokens=False) for p in [SEP, *PREDICTORS]] == \
         [[sp.sep_id]] + [[i] for i in sp.predictor_ids]
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (sp.bos_id, sp.eos_id, sp.pad_id)
+    # the chat template renders a conversation exactly as the packer laid out training streams
+    from megajepa.packing import LayoutConfig, Specials, build_unit
+    for v in views:
+        chat = [{"role": "system", "content": "not rendered"}, {"role": "user", "content": v[0]},
+                {"role": "assistant", "content": v[1]}]
+        stream = build_unit([sp.encode(v[0]), sp.encode(v[1])], Specials.from_tokenizer(sp), LayoutConfig(),
+                            with_jepa=False).segments[0].tokens
+        assert tok.apply_chat_template(chat, tokenize=True)["input_ids"] == stream
 
 
 def test_continued_pretraining_from_hf_lowers_the_loss_and_converts_back(tmp_path):
@@ -117,7 +125,9 @@ def test_round_trip_hf_megajepa_hf_is_bit_exact(tmp_path):
     assert not os.path.exists(run_dir + ".partial")
     cfg = load_config(os.path.join(run_dir, "config.yaml"))  # the config that continues this run
     assert cfg.model.qkv_bias and cfg.model.tie_embeddings and cfg.resume == "auto"
-    run(["tools/convert_to_hf.py", "--checkpoint", run_dir, "--output", back, "--dtype", "bf16"])
+    run(["tools/convert_to_hf.py", "--checkpoint", run_dir, "--output", back, "--dtype", "bf16",
+         "--max-shard-size", "40KB"])
+    assert len(glob.glob(os.path.join(back, "*.safetensors"))) > 1  # shards + index
     before = load_file(os.path.join(src, "model.safetensors"))
     after = {}
     for shard in glob.glob(os.path.join(back, "*.safetensors")):

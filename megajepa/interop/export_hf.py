@@ -15,10 +15,11 @@ import tempfile
 
 import torch
 
+from megajepa import checkpoint
 from megajepa.config import ModelConfig
 from megajepa.interop.hf_files import CheckpointError, parse_size, write_safetensors
 from megajepa.interop.hf_mapping import HEAD, architecture_for, to_hf_config
-from megajepa.interop.hf_tokenizer import export_tokenizer, load_tokenizer
+from megajepa.interop.hf_tokenizer import HFTokenizer, export_tokenizer, load_tokenizer, training_chat_template
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PREFIX = "model."  # the engine wraps HybridObjective, whose `model` is the Transformer
@@ -26,7 +27,7 @@ PREFIX = "model."  # the engine wraps HybridObjective, whose `model` is the Tran
 
 def find_checkpoint(path: str, tag: str | None = None) -> tuple[str, str]:
     """(checkpoints root, tag) from a run directory, its `checkpoints/` directory, a tag directory or the
-    `latest` file; `tag` picks one, the default is what `latest` names."""
+    `latest` file; `tag` picks one, the default is the latest complete one."""
     path = os.path.abspath(path)
     if os.path.basename(path) == "latest" and os.path.isfile(path):
         path = os.path.dirname(path)
@@ -36,21 +37,30 @@ def find_checkpoint(path: str, tag: str | None = None) -> tuple[str, str]:
         root, found = os.path.split(path)
         if tag and tag != found:
             raise CheckpointError(f"{path} is checkpoint {found!r}, but --tag {tag!r} was asked for")
+        _check_complete(root, found)
         return root, found
     is_root = os.path.isfile(os.path.join(path, "latest")) or glob.glob(os.path.join(path, "*", "*_model_states.pt"))
     root = path if is_root else os.path.join(path, "checkpoints")
     if tag is None:
-        latest = os.path.join(root, "latest")
-        if not os.path.isfile(latest):
-            raise CheckpointError(f"{path}: not a megajepa checkpoint (no checkpoints/latest, no latest file, "
-                                  "no *_model_states.pt)")
-        with open(latest) as f:
-            tag = f.read().strip()
+        tag = checkpoint.latest_tag(os.path.dirname(root)) if os.path.basename(root) == "checkpoints" else None
+        if tag is None and os.path.isfile(os.path.join(root, "latest")):
+            with open(os.path.join(root, "latest")) as f:
+                tag = f.read().strip()
+        if tag is None:
+            raise CheckpointError(f"{path}: not a megajepa checkpoint (no complete checkpoint under checkpoints/, "
+                                  "no latest file, no *_model_states.pt)")
     if not glob.glob(os.path.join(root, tag, "*_model_states.pt")):
         found = glob.glob(os.path.join(root, "*", "*_model_states.pt"))
         tags = sorted({os.path.basename(os.path.dirname(p)) for p in found})
         raise CheckpointError(f"{os.path.join(root, tag)}: no such checkpoint (available tags: {tags or 'none'})")
+    _check_complete(root, tag)
     return root, tag
+
+
+def _check_complete(root: str, tag: str) -> None:
+    if not checkpoint.is_complete(root, tag):  # its write was interrupted: some rank's files may be stale
+        raise CheckpointError(f"{os.path.join(root, tag)} is incomplete (no {checkpoint.COMPLETE} marker); complete "
+                              f"checkpoints: {checkpoint.complete_tags(root) or 'none'}")
 
 
 def read_client_state(tag_dir: str) -> dict:
@@ -134,8 +144,8 @@ def convert_to_hf(checkpoint: str, output: str, tag: str | None = None, dtype: s
     if tok.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"tokenizer {tok.path} has {tok.vocab_size} ids but the model's embedding has "
                               f"{cfg.vocab_size} rows: this tokenizer is not the one the run trained with")
-    if chat_template is None:
-        chat_template = (state.get("config") or {}).get("data", {}).get("chat_template")
+    if chat_template is None and not isinstance(tok, HFTokenizer):  # an HF tokenizer keeps its own template
+        chat_template = training_chat_template(bool((state.get("config") or {}).get("data", {}).get("system_prompt")))
     try:
         lazy = get_fp32_state_dict_from_zero_checkpoint(root, tag=tag, lazy_mode=True)
     except (ValueError, FileNotFoundError, KeyError) as e:
