@@ -17,7 +17,19 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
     """NTP through torch's chunked linear cross-entropy: the [N, vocab] logits are never kept."""
     h = hidden.reshape(-1, hidden.shape[-1])
     return F.linear_cross_entropy(h, weight.to(h.dtype), labels.reshape(-1), reduction=reduction,
-                                  ignore_index=IGNORE, options=torch.nn.LinearCrossEntropyOptions())
+                                  ignore_index=IGNORE, options=chunk_options(h, weight.shape[0]))
+
+
+CPU_CHUNK_LOGITS = 2**25  # logits elements per chunk on CPU (128 MB in float32)
+
+
+def chunk_options(h: torch.Tensor, vocab: int) -> torch.nn.LinearCrossEntropyOptions:
+    """torch's own chunk heuristic on GPUs; on CPU it picks ~8-64-token chunks whose skinny matmuls
+    run 5-10x slower than unfused (benchmarks/throughput.py), so chunks there hold a fixed logits budget."""
+    if h.device.type != "cpu":
+        return torch.nn.LinearCrossEntropyOptions()
+    rows = 1 << max(8, (CPU_CHUNK_LOGITS // max(vocab, 1)).bit_length() - 1)  # a power of two, >= 256
+    return torch.nn.LinearCrossEntropyOptions(chunking_method=None, batch_chunk_size=min(rows, h.shape[0]))
 
 
 def pair_distance(pred: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
