@@ -77,6 +77,18 @@ def wait_fraction(overrides: list[str], out: str, steps: int) -> dict:
             "tokens_per_s": sum(tps) / len(tps), "steps_measured": len(waits), "wall_s": time.perf_counter() - start}
 
 
+def batch_latency_ms(shards: str, micro_batch: int, n: int = 200) -> float:
+    """Mean host time of one ShardRows.batch (memory-map read + tensors): what a faster accelerator's
+    step would have to hide."""
+    from megajepa.data.shards import ShardRows
+    rows = ShardRows(shards, seed=0)
+    rows.batch(0, 0, micro_batch)  # the epoch's permutation is computed once per epoch, not per batch
+    start = time.perf_counter()
+    for i in range(n):
+        rows.batch(0, (i * micro_batch) % (rows.total - micro_batch), micro_batch)
+    return (time.perf_counter() - start) / n * 1000
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", required=True)
@@ -84,6 +96,7 @@ def main(argv=None) -> int:
     p.add_argument("--presets", default="tiny,125m")
     p.add_argument("--steps", default="tiny=20,125m=4", help="steps per preset")
     p.add_argument("--workers", default="1,2")
+    p.add_argument("--modes", default="shards,memory", help="training runs per preset (empty: batch latency only)")
     args = p.parse_args(argv)
     steps = dict((k, int(v)) for k, v in (s.split("=") for s in args.steps.split(",")))
     from megajepa.tokenizer import train_tokenizer
@@ -107,8 +120,12 @@ def main(argv=None) -> int:
             shards = os.path.join(tmp, f"shards_{seq}")
             if not os.path.isdir(shards):
                 preprocess(sources, tokenizer, shards, 2, int(seq))
+            micro = int(next(o for o in base if o.startswith("train.micro_batch_size=")).split("=")[1])
+            results["wait"][f"{preset}/batch_ms"] = ms = batch_latency_ms(shards, micro)
+            print(f"{preset}: one {micro} x {seq} batch from the shards in {ms:.2f} ms", flush=True)
             spec = "[" + ", ".join(f"{{path: {p}, weight: {w}}}" for p, w in zip(sources, (3, 1))) + "]"
-            for mode, extra in (("shards", [f"data.shards={shards}"]), ("memory", [f"data.sources={spec}"])):
+            modes = {"shards": [f"data.shards={shards}"], "memory": [f"data.sources={spec}"]}
+            for mode, extra in ((m, modes[m]) for m in filter(None, args.modes.split(","))):
                 r = wait_fraction(base + extra, os.path.join(tmp, f"run_{preset}_{mode}"), steps[preset])
                 results["wait"][f"{preset}/{mode}"] = r
                 print(f"{preset} {mode}: wait {r['wait_fraction_mean']:.4%} (first step "
