@@ -87,6 +87,9 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     rows = ShardRows(str(tmp_path / "shards"), cfg.seed)
     assert rows.total == len(want) == manifest["counts"]["rows"] > 16  # several shards
     assert [as_dict(rows.row(i)) for i in range(rows.total)] == [as_dict(r) for r in want]
+    assert manifest["dtypes"]["input_ids"] == "uint16" and manifest["dtypes"]["seg"] == "int16"
+    first = manifest["shards"][0]
+    assert os.path.getsize(tmp_path / "shards" / "shard_00000.input_ids.bin") == first["rows"] * 128 * 2
     c = manifest["counts"]
     assert c["records_read"] > 3 * SMALL_CHUNK
     assert c["records_skipped"] == skipped and c["skipped_by_reason"]["record has no views"] == 3
@@ -156,3 +159,13 @@ def test_a_transformers_tokenizer_is_stored_and_checked(corpus_dir, tmp_path):
     hf_tokenizer(vocab_size=330).save_pretrained(str(tmp_path / "other"))
     with pytest.raises(RecordError, match="tokenizer sha256"):
         open_checked(run_config(d, str(tmp_path / "other"), f"data.shards={out}"), load_tokenizer(str(tmp_path / "other")))
+
+
+def test_on_disk_types_follow_the_ranges():
+    from megajepa.data.shards import _cast, field_dtypes
+    assert field_dtypes(32000, 4096) == {"position_ids": "int16", "seg": "int16", "ctx_seg": "int16", "ctx_end": "int16",
+                                         "pairs": "int16", "input_ids": "uint16", "labels": "int16"}
+    big = field_dtypes(128256, 65536)
+    assert big["input_ids"] == big["labels"] == big["seg"] == "int32"
+    with pytest.raises(ValueError, match="do not fit uint16"):
+        _cast(np.array([70000]), "uint16", "x")

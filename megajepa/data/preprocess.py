@@ -19,7 +19,7 @@ import time
 
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
-from megajepa.data.shards import ShardWriter, check_manifest, read_manifest, write_manifest
+from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.data.tokenize_pool import RowPool, chunks
 from megajepa.packing import LayoutConfig, Specials
 from megajepa.interop.hf_tokenizer import load_tokenizer
@@ -96,7 +96,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
                "seq_len": cfg.data.seq_len}
     report, counts = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}
-    writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard)
+    writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard, field_dtypes(tokenizer.vocab_size, cfg.data.seq_len))
     with RowPool(workers, tokenizer_path, options) as packed:  # before the bar: no thread is forked
         bar = _progress(progress)
         for arrays, chunk_report, chunk_counts in packed(chunks(corpus.record_stream(cfg), chunk_records)):
@@ -124,7 +124,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     manifest = {"tokenizer": {"file": os.path.basename(tokenizer_path), "sha256": tokenizer_fingerprint(tokenizer),
                               "vocab_size": tokenizer.vocab_size},
                 "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
-                "counts": summary, "shards": shards}
+                "counts": summary, "shards": shards, "dtypes": writer.dtypes}
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -1,9 +1,11 @@
 """Packed rows on disk: memory-mapped shards written once by tools/preprocess_data.py, read by training.
 
-A shard directory holds `manifest.json` (tokenizer hash, packing signature, counts, shard list),
-`tokenizer.model`, and per shard `NAME.{field}.bin`: one int32 [rows, seq_len] array per per-token
-field of PackedRow, plus the JEPA pair index: `NAME.pairs.bin` int32 [pairs, 2] (row-local positions)
-and `NAME.pair_offsets.bin` int64 [rows + 1] (row i owns pairs[offsets[i]:offsets[i+1]]).
+A shard directory holds `manifest.json` (tokenizer hash, packing signature, counts, shard list, the
+dtype of each file), the tokenizer, and per shard `NAME.{field}.bin`: one [rows, seq_len] array per
+per-token field of PackedRow, plus the JEPA pair index: `NAME.pairs.bin` [pairs, 2] (row-local
+positions) and `NAME.pair_offsets.bin` int64 [rows + 1] (row i owns pairs[offsets[i]:offsets[i+1]]).
+Each field takes the smallest integer type its range allows (`field_dtypes`): 12 bytes per token for
+a vocabulary up to 32768 and rows up to 32767 tokens, instead of 24 at int32.
 """
 from __future__ import annotations
 
@@ -18,8 +20,25 @@ from megajepa.packing import IGNORE, PackedRow, bucket
 
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-DTYPE = np.int32
+FORMAT_VERSION = 2  # 2: per-field dtypes
+DTYPE = np.int32  # in memory; on disk per field_dtypes
+META = ("position_ids", "seg", "ctx_seg", "ctx_end", "pairs")  # values in [-1, seq_len]
+
+
+def field_dtypes(vocab_size: int | None = None, seq_len: int | None = None) -> dict[str, str]:
+    """The on-disk integer type of each file (None: int32 everywhere)."""
+    small_meta = seq_len is not None and seq_len <= np.iinfo(np.int16).max
+    out = {f: "int16" if small_meta else "int32" for f in META}
+    out["input_ids"] = "uint16" if vocab_size is not None and vocab_size <= 1 + np.iinfo(np.uint16).max else "int32"
+    out["labels"] = "int16" if vocab_size is not None and vocab_size <= 1 + np.iinfo(np.int16).max else "int32"
+    return out
+
+
+def _cast(array: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise ValueError(f"{what}: values in [{array.min()}, {array.max()}] do not fit {dtype}")
+    return array.astype(dtype)
 
 
 def rows_to_arrays(rows: list[PackedRow]) -> dict[str, np.ndarray]:
@@ -41,8 +60,9 @@ class ShardWriter:
     """Appends rows (or rows_to_arrays blocks) to `rows_per_shard`-row shards; `close()` returns the
     shard list for the manifest."""
 
-    def __init__(self, out_dir: str, seq_len: int, rows_per_shard: int = 8192):
+    def __init__(self, out_dir: str, seq_len: int, rows_per_shard: int = 8192, dtypes: dict | None = None):
         self.out_dir, self.seq_len, self.rows_per_shard = out_dir, seq_len, rows_per_shard
+        self.dtypes = dtypes or field_dtypes()
         self.shards: list[dict] = []
         self._parts: list[dict] = []
         self._rows = 0
@@ -63,7 +83,7 @@ class ShardWriter:
         self._parts, self._rows = ([rest] if self._rows > n else []), self._rows - n
         name = f"shard_{len(self.shards):05d}"
         for f in (*FIELDS, "pairs"):
-            block[f].tofile(self._path(name, f))
+            _cast(block[f], self.dtypes[f], f"{name}.{f}").tofile(self._path(name, f))
         np.concatenate([[0], np.cumsum(block["pair_counts"])]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
         self.shards.append({"name": name, "rows": n, "pairs": int(block["pairs"].shape[0]),
                             "tokens": int((block["seg"] >= 0).sum()),
@@ -121,11 +141,12 @@ class ShardRows:
         self.dir, self.seed = shard_dir, seed
         self.manifest = read_manifest(shard_dir)
         self.seq_len = self.manifest["packing"]["seq_len"]
+        dtypes = self.manifest.get("dtypes") or field_dtypes()
         self.arrays, self.pairs, self.offsets, sizes = [], [], [], []
         for shard in self.manifest["shards"]:
             rows, name = shard["rows"], shard["name"]
-            self.arrays.append({f: self._map(name, f, (rows, self.seq_len), DTYPE) for f in FIELDS})
-            self.pairs.append(self._map(name, "pairs", (shard["pairs"], 2), DTYPE))
+            self.arrays.append({f: self._map(name, f, (rows, self.seq_len), dtypes[f]) for f in FIELDS})
+            self.pairs.append(self._map(name, "pairs", (shard["pairs"], 2), dtypes["pairs"]))
             self.offsets.append(self._map(name, "pair_offsets", (rows + 1,), np.int64))
             sizes.append(rows)
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -167,7 +188,7 @@ class ShardRows:
         located = [self._locate(int(i)) for i in self.order(epoch)[start:start + count]]
         batch = {f: torch.from_numpy(np.stack([self.arrays[s][f][i] for s, i in located]).astype(np.int64))
                  for f in FIELDS}
-        flat = [b * self.seq_len + self.pairs[s][j] for b, (s, i) in enumerate(located)
+        flat = [b * self.seq_len + self.pairs[s][j].astype(np.int64) for b, (s, i) in enumerate(located)
                 for j in range(self.offsets[s][i], self.offsets[s][i + 1])]
         flat = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
         pad = bucket(len(flat)) - len(flat)
