@@ -84,8 +84,9 @@ class TrainConfig:
     keep_last: int = 3
     max_nonfinite_steps: int = 5  # skipped (non-finite) updates in a row before the run stops
     dist_timeout_minutes: float = 10.0  # a collective waiting longer (dead or hung rank) fails the run
-    activation_checkpointing: bool = False
-    compile: bool = False
+    activation_checkpointing: bool = False  # recompute decoder layers in backward instead of keeping activations
+    activation_checkpointing_every: int = 1  # with it on: checkpoint every n-th layer (1: all; 2: half)
+    compile: bool = False  # torch.compile each decoder block and the JEPA gather + distance
 
 
 @dataclass
@@ -257,6 +258,7 @@ def validate(cfg: RunConfig) -> None:
     for key, value, low in (("data.seq_len", d.seq_len, 8), ("train.max_steps", t.max_steps, 0),
                             ("train.micro_batch_size", t.micro_batch_size, 1),
                             ("train.grad_accum", t.grad_accum, 1), ("train.log_interval", t.log_interval, 1),
+                            ("train.activation_checkpointing_every", t.activation_checkpointing_every, 1),
                             ("train.save_interval", t.save_interval, 1), ("train.keep_last", t.keep_last, 1),
                             ("train.max_nonfinite_steps", t.max_nonfinite_steps, 1),
                             ("train.warmup_steps", t.warmup_steps, 0), ("data.num_train", d.num_train, 1)):

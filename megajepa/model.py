@@ -163,6 +163,7 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = OutputHead(cfg, self.embed_tokens if cfg.tie_embeddings else None)
         self.activation_checkpointing = False
+        self.checkpoint_every = 1  # with activation_checkpointing: every n-th layer recomputes in backward
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 style: scale residual projections by depth
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -189,7 +190,7 @@ class Transformer(nn.Module):
                                 x.dtype)
         for i, layer in enumerate(self.layers):
             cache = kv_caches[i] if kv_caches is not None else None
-            if self.activation_checkpointing and self.training:
+            if self.activation_checkpointing and self.training and i % self.checkpoint_every == 0:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, attn_mask, cache)

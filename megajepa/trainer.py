@@ -66,6 +66,7 @@ class Trainer:
         if cfg.model.init_from_hf and not self._resuming():  # a resumed run loads its own checkpoint instead
             load_hf_weights(model, self.hf_checkpoint, self.tokenizer.added_ids(), self.rank)
         model.activation_checkpointing = cfg.train.activation_checkpointing
+        model.checkpoint_every = cfg.train.activation_checkpointing_every
         self.objective = HybridObjective(model, cfg.jepa, use_flex=use_flex_attention(self.device))
         if cfg.train.compile:
             compile_objective(self.objective)
