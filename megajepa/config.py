@@ -67,7 +67,7 @@ class DataConfig:
     on_bad_record: str = "skip"  # skip | error
     tokenizer: str | None = None  # path to a sentencepiece model; None: train one next to the run
     vocab_size: int = 1024  # for a tokenizer trained here
-    num_workers: int = 0
+    num_workers: int = 0  # tools/preprocess_data.py worker processes (0: one per CPU; --workers overrides)
 
 
 @dataclass
@@ -261,7 +261,8 @@ def validate(cfg: RunConfig) -> None:
                             ("train.activation_checkpointing_every", t.activation_checkpointing_every, 1),
                             ("train.save_interval", t.save_interval, 1), ("train.keep_last", t.keep_last, 1),
                             ("train.max_nonfinite_steps", t.max_nonfinite_steps, 1),
-                            ("train.warmup_steps", t.warmup_steps, 0), ("data.num_train", d.num_train, 1)):
+                            ("train.warmup_steps", t.warmup_steps, 0), ("data.num_train", d.num_train, 1),
+                            ("data.num_workers", d.num_workers, 0)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
     if t.lr <= 0:

@@ -22,13 +22,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory for shards, tokenizer and manifest")
     p.add_argument("--config", help="run config (YAML or JSON), as for training")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), help="tokenizing processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: data.num_workers, or one per CPU when that is 0)")
     p.add_argument("--rows-per-shard", type=int, default=8192)
     p.add_argument("--chunk-records", type=int, default=4096, help="records per worker task (packed on its own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="dotted run-config overrides, e.g. data.seq_len=1024")
     args = p.parse_args(argv)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
     if args.rows_per_shard < 1 or args.chunk_records < 1:
         p.error("--rows-per-shard and --chunk-records must be >= 1")
@@ -46,7 +47,8 @@ def main(argv=None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        manifest = preprocess(cfg, args.out, args.workers, args.rows_per_shard, progress=not args.no_progress,
+        workers = args.workers or cfg.data.num_workers or os.cpu_count() or 1
+        manifest = preprocess(cfg, args.out, workers, args.rows_per_shard, progress=not args.no_progress,
                               chunk_records=args.chunk_records)
     except (ConfigError, RecordError, TokenizerError, FileNotFoundError) as e:
         print(f"preprocess_data: error: {e}", file=sys.stderr)
