@@ -14,7 +14,7 @@ from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
 from megajepa.data.preprocess import open_checked, preprocess
-from megajepa.data.tokenize_pool import DROPOUT_STREAM
+from megajepa.data.row_pool import DROPOUT_STREAM
 from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.data.shards import ShardRows
 from megajepa.packing import LayoutConfig, Specials, collate, place

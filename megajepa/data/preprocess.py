@@ -20,7 +20,7 @@ import time
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
-from megajepa.data.tokenize_pool import RowPool, chunks
+from megajepa.data.row_pool import RowPool, chunks
 from megajepa.packing import LayoutConfig, Specials
 from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
