@@ -1,11 +1,10 @@
 """Through the real trainer (one process, DeepSpeed ZeRO-3 on CPU): a run on memory-mapped shards,
 resumed from its step-4 checkpoint, logs exactly the losses of the uninterrupted run for steps 5-8,
 across an epoch end (the data order's state is in the checkpoint). ~60 s."""
+import json
 import os
 import subprocess
 import sys
-
-import pytest
 
 from megajepa.config import load_config
 from megajepa.data.preprocess import preprocess
@@ -35,7 +34,7 @@ def losses(out):
 def test_resume_from_shards_reproduces_the_uninterrupted_losses(tmp_path):
     records = generate("regex", 70, 0)
     with open(tmp_path / "pairs.jsonl", "w") as f:
-        f.writelines('{"views": %s}\n' % __import__("json").dumps(r["views"]) for r in records)
+        f.writelines(json.dumps({"views": r["views"]}) + "\n" for r in records)
     tok = train_tokenizer([v for r in records for v in r["views"]], tmp_path / "tok.model", 400, seed=0).path
     shards = str(tmp_path / "shards")
     cfg = load_config(None, [f"data.sources=[{tmp_path}/pairs.jsonl]", f"data.tokenizer={tok}", *TINY])

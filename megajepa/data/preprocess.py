@@ -16,13 +16,12 @@ import os
 import shutil
 import time
 
-
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
-from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.data.row_pool import RowPool, chunks
-from megajepa.packing import LayoutConfig, Specials
+from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.interop.hf_tokenizer import load_tokenizer
+from megajepa.packing import LayoutConfig, Specials
 from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
