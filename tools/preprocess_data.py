@@ -58,6 +58,8 @@ def main(argv=None) -> int:
           f"tokens ({c['fill']:.1%} filled)")
     print(f"  records read {c['records_read']}, skipped {c['records_skipped']}, examples {c['examples']} "
           f"({c['jepa_examples']} with JEPA views), JEPA pairs {c['jepa_pairs']}")
+    if len(c["records_by_file"]) > 1:
+        print("  records by file: " + ", ".join(f"{path} {n}" for path, n in c["records_by_file"].items()))
     print(f"  tokens written {c['tokens']} ({c['labelled_tokens']} labelled) in {c['seconds']:.1f} s: "
           f"{c['tokens_per_s']:,.0f} tokens/s with {c['workers']} worker(s)")
     if c["records_skipped"]:

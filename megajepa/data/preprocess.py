@@ -94,11 +94,12 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.dropout,
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
                "seq_len": cfg.data.seq_len}
-    report, counts = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}
+    report, counts, by_file = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}, {}
     writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard, field_dtypes(tokenizer.vocab_size, cfg.data.seq_len))
     with RowPool(workers, tokenizer_path, options) as packed:  # before the bar: no thread is forked
         bar = _progress(progress)
-        for arrays, chunk_report, chunk_counts in packed(chunks(corpus.record_stream(cfg), chunk_records)):
+        for arrays, chunk_report, chunk_counts in packed(chunks(_counted(corpus.record_stream(cfg), by_file),
+                                                                chunk_records)):
             for key, n in chunk_counts.items():
                 counts[key] += n
             for reason, n in chunk_report.counts.items():
@@ -114,7 +115,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     shards = writer.close()
     elapsed, main_cpu = time.perf_counter() - start, time.process_time() - main_cpu
     rows, tokens = sum(s["rows"] for s in shards), sum(s["tokens"] for s in shards)
-    summary = {"records_read": counts["records"], "records_skipped": report.total, "skipped_by_reason": report.counts,
+    summary = {"records_read": counts["records"], "records_by_file": by_file, "records_skipped": report.total, "skipped_by_reason": report.counts,
                "first_skipped": report.first, "examples": counts["examples"], "jepa_examples": counts["jepa_examples"],
                "rows": rows, "tokens": tokens, "labelled_tokens": sum(s["labelled_tokens"] for s in shards),
                "jepa_pairs": sum(s["pairs"] for s in shards),
@@ -126,6 +127,14 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                 "counts": summary, "shards": shards, "dtypes": writer.dtypes}
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def _counted(records, by_file: dict):
+    """Pass (source, record) pairs through, counting them per file: the mixture as it was drawn."""
+    for source, record in records:
+        name = source.rsplit(":", 1)[0]  # "path:12" (line) or "path:row 12"
+        by_file[name] = by_file.get(name, 0) + 1
+        yield source, record
 
 
 def _progress(enabled: bool):
