@@ -188,3 +188,21 @@ def test_default_eval_set_is_the_synthetic_test_split_with_its_databases(tmp_pat
     assert (gold["correct"], gold["gold_error"]) == (6, 0)
     wrong = score_rows(prediction_rows(items, ["SELECT 1"] * 6), ["sql"], base)["sql"]
     assert wrong["correct"] == 0
+
+
+@pytest.mark.parametrize("with_system", [False, True])
+def test_prompt_is_the_packed_stream_prefix_before_code(with_system):
+    """The generation prompt is exactly what the trainer's stream holds before Code (chat prompt or not)."""
+    from megajepa.eval.generate import items_from_records, prompt_ids
+    from megajepa.packing import LayoutConfig, build_unit
+    from helpers import SPECIALS as SP
+    from test_embeddings import IdTokenizer
+    record = {"messages": [{"role": "system", "content": "40 41"}, {"role": "user", "content": "20 21 22"},
+                           {"role": "assistant", "content": "30 31"}]}
+    item = items_from_records([record])[0]
+    tok = IdTokenizer()
+    views = [tok.encode(item.text), tok.encode(item.reference)]
+    stream = build_unit(views, SP, LayoutConfig(), prompt=tok.encode(item.system) if with_system else None)
+    tokens = stream.segments[0].tokens
+    prompt = prompt_ids(tok, item, with_system)
+    assert tokens[:len(prompt)] == prompt and tokens[len(prompt):] == views[1] + [SP.eos]

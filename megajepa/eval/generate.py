@@ -16,6 +16,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from megajepa.data.examples import system_turn
 from megajepa.data.records import BadRecord, record_views
 from megajepa.eval.metrics import METRICS, score
 from megajepa.generation import greedy_generate
@@ -34,13 +35,6 @@ class EvalItem:
     source: str = ""
 
 
-def _system_turn(record: dict) -> str | None:
-    for message in record.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") == "system":
-            return message.get("content")
-    return None
-
-
 def items_from_records(records, where: str = "records") -> list[EvalItem]:
     """(source, record) pairs or plain records -> EvalItems; a record without two views is an error."""
     items = []
@@ -55,7 +49,7 @@ def items_from_records(records, where: str = "records") -> list[EvalItem]:
         db_path = record.get("db_path")
         if db_path is not None and not isinstance(db_path, str):
             raise InputError(f"{source}: field 'db_path' must be a string")
-        items.append(EvalItem(views[0], views[1], _system_turn(record), db_path, source))
+        items.append(EvalItem(views[0], views[1], system_turn(record), db_path, source))
     return items
 
 
