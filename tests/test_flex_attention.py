@@ -7,7 +7,7 @@ from torch.nn.attention.flex_attention import create_mask
 
 from megajepa.attention import block_mask, dense_mask, flex_attend
 
-from helpers import random_packed_batch
+from helpers import random_packed_batch, tiny_model
 
 BLOCK = 8  # small blocks so a short row has full, partial and empty blocks
 
@@ -49,3 +49,16 @@ def test_flex_attention_forward_equals_sdpa():
                                               enable_gqa=True)
     got = flex_attend(q, k, v, block_mask(seg, ctx_seg, ctx_end, block_size=32))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_model_forward_with_block_mask_equals_dense():
+    """One BlockMask, built once, passed to every layer: hidden states equal the dense-mask forward
+    (same shapes and block size as above, so the compiled kernel is reused)."""
+    batch = random_rows(3, seq_len=128)
+    model = tiny_model(seed=1)  # 4 heads of 16, 2 kv heads: the shapes of the test above
+    meta = batch["seg"], batch["ctx_seg"], batch["ctx_end"]
+    with torch.no_grad():
+        dense = model(batch["input_ids"], batch["position_ids"], dense_mask(*meta))
+        flex = model(batch["input_ids"], batch["position_ids"], block_mask(*meta, block_size=32))
+    real = batch["seg"] >= 0
+    torch.testing.assert_close(flex[real], dense[real], rtol=1e-5, atol=1e-5)
