@@ -60,3 +60,15 @@ def test_batch_flops_and_throughput_scalars():
     cpu = flops.throughput_scalars(4e9, 2.0, torch.device("cpu"), world=2)
     assert cpu == {"throughput/gflops": 1.0}
     assert flops.peak_flops(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                       ("NVIDIA A100-SXM4-80GB", 312e12), ("Some Future GPU", None)])
+def test_mfu_against_the_peak_table(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    scalars = flops.throughput_scalars(2 * 300e12, 2.0, torch.device("cuda"), world=2)  # 150 TFLOP/s each
+    assert scalars["throughput/tflops"] == pytest.approx(150.0)
+    if peak is None:
+        assert "throughput/mfu" not in scalars
+    else:
+        assert scalars["throughput/mfu"] == pytest.approx(150e12 / peak)
