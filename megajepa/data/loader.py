@@ -9,6 +9,7 @@ Preprocessed shards (shards.ShardRows) are packed once and permuted per epoch in
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -58,6 +59,7 @@ class PackedEpochs:
         self.report = report
         self._epochs: dict[int, Future] = {}  # this epoch's rows and the next one's, packed in a thread
         self._packer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-epoch")
+        self._lock = threading.Lock()
         self._epochs[0] = self._packer.submit(self._pack, 0)  # packs while the model is being built
 
     def _unit(self, ex: Example, with_jepa: bool) -> Unit:
@@ -66,8 +68,10 @@ class PackedEpochs:
     def rows(self, epoch: int) -> list[PackedRow]:
         """Epoch `epoch`'s rows; epoch + 1 starts packing in the background so the next epoch end does
         not stall training (packing is pure: the thread cannot change what a run sees)."""
-        self._epochs = {e: self._epochs.get(e) or self._packer.submit(self._pack, e) for e in (epoch, epoch + 1)}
-        return self._epochs[epoch].result()
+        with self._lock:  # the loader's prefetch thread calls this too
+            self._epochs = {e: self._epochs.get(e) or self._packer.submit(self._pack, e) for e in (epoch, epoch + 1)}
+            future = self._epochs[epoch]
+        return future.result()
 
     def _pack(self, epoch: int) -> list[PackedRow]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -96,6 +100,9 @@ class DistributedRowLoader:
         self.rows, self.micro_batch, self.rank, self.world_size = rows, micro_batch, rank, world_size
         self.epoch, self.consumed = 0, 0  # rows of the current epoch consumed by all ranks together
         self.dropped_tail = 0
+        # The next micro-batch is read in a thread while this one trains; keyed by its (epoch, start).
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batch")
+        self._pending: tuple[tuple[int, int], Future] | None = None
 
     @property
     def epochs(self):  # the foundation's name for the row source
@@ -119,8 +126,15 @@ class DistributedRowLoader:
             self.dropped_tail = n - self.consumed
             self.epoch, self.consumed = self.epoch + 1, 0
             self._rows_in(self.epoch)
-        batch = self.rows.batch(self.epoch, self.consumed + self.rank * self.micro_batch, self.micro_batch)
+        key = (self.epoch, self.consumed + self.rank * self.micro_batch)
+        pending, self._pending = self._pending, None
+        batch = pending[1].result() if pending and pending[0] == key else self.rows.batch(*key, self.micro_batch)
         self.consumed += self.global_batch
+        # Where the next global batch starts if this epoch has room for it, else epoch + 1 from row 0.
+        fits = self.consumed + self.global_batch <= self.rows.num_rows(self.epoch)
+        after = (self.epoch, self.consumed) if fits else (self.epoch + 1, 0)
+        nxt = (after[0], after[1] + self.rank * self.micro_batch)
+        self._pending = (nxt, self._prefetcher.submit(self.rows.batch, *nxt, self.micro_batch))
         return batch
 
     def state_dict(self) -> dict:
@@ -141,3 +155,4 @@ class DistributedRowLoader:
                      "(was %d): the global order continues unchanged", state["consumed"], state["epoch"],
                      self.global_batch, state["global_batch"])
         self.epoch, self.consumed = state["epoch"], state["consumed"]
+        self._pending = None
