@@ -57,3 +57,21 @@ def test_checkpoint_written_by_both_ranks(two_rank_run):
     shards = glob.glob(os.path.join(root, "step_00000030", "zero_pp_rank_*_mp_rank_00_optim_states.pt"))
     assert len(shards) == 2
     assert "launcher=deepspeed rank=0/2" in result.stdout + result.stderr
+
+
+def test_model_flops_logged_per_device(two_rank_run):
+    """throughput/gflops (per device) over throughput/tokens_per_s (global) is the model FLOPs per token:
+    at least 6 x the matmul weights, plus attention of at most seq_len keys per query."""
+    from megajepa.config import ModelConfig
+    from megajepa.flops import matmul_params
+    from megajepa.model import resolve_model_config
+    from megajepa.tokenizer import Tokenizer
+
+    out = two_rank_run[0]
+    vocab = Tokenizer.load(os.path.join(out, "tokenizer", "tokenizer.model")).vocab_size
+    cfg = resolve_model_config(ModelConfig(preset="tiny", dim=128, n_layers=2, ffn_dim=256), vocab)
+    s = scalars(out)
+    per_token = [g * 1e9 * 2 / t for g, t in zip(s["throughput/gflops"], s["throughput/tokens_per_s"])]
+    low = 6 * matmul_params(cfg)
+    assert len(per_token) == 6
+    assert all(low < p < low + 12 * cfg.n_layers * cfg.dim * 256 for p in per_token), (per_token, low)
