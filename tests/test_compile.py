@@ -1,7 +1,7 @@
 """train.compile: compiled decoder blocks and the compiled JEPA gather + distance give the eager loss and
 gradients in float32, a new batch of the same bucket runs without recompiling, and a real ZeRO-3 run
 with train.compile=true logs the eager run's losses.
-(~2 min on 2 idle cores, most of it CPU inductor compiles; 34 s of CPU time in all)"""
+(~2-3 min on 2 idle cores, most of it CPU inductor compiles; ~50 s of CPU time in all)"""
 import copy
 
 import pytest
