@@ -53,3 +53,10 @@ class StopSignals:
     def restore(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def ignore_from_now(self) -> None:
+        """After the stop's checkpoint: the launcher's follow-up SIGTERM (srun --kill-on-bad-exit, deepspeed's
+        launch.py) must not turn a rank's 75 into 143 while it tears down. SIG_IGN, not a Python handler:
+        interpreter shutdown resets Python handlers to the default (die) but leaves SIG_IGN alone."""
+        for s in self._previous:
+            signal.signal(s, signal.SIG_IGN)

@@ -251,7 +251,9 @@ class Trainer:
             if os.path.abspath(self.last_checkpoint or "") != os.path.abspath(final):  # not when resumed at the end
                 self.save()
         finally:
-            if self.stop.received is None:  # after a stop, srun's or the launcher's follow-up SIGTERM must not
-                self.stop.restore()         # cut the exit short: rank by rank, the code stays 75
+            if self.stop.received is None:
+                self.stop.restore()
+            else:
+                self.stop.ignore_from_now()
             self.logger.close()
             self.step_log.close()
