@@ -121,6 +121,8 @@ def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
     out = str(tmp_path / "shards")
     preprocess(run_config(d, tok), out, workers=1, progress=False)
     open_checked(run_config(d, tok, f"data.shards={out}"), Tokenizer.load(tok))  # the same config opens
+    with pytest.raises(RecordError, match=r"were written skipping \d+ bad record\(s\); first: .*pairs.jsonl:9: bad JSON"):
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.on_bad_record=error"), Tokenizer.load(tok))
     with pytest.raises(RecordError, match=r"do not match this run \(seq_len: shards 128 vs this run 256\)"):
         open_checked(run_config(d, tok, f"data.shards={out}", "data.seq_len=256"), Tokenizer.load(tok))
     other = train_tokenizer(["something else entirely"] * 50, tmp_path / "other.model", 300, seed=0)
