@@ -170,6 +170,10 @@ def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path, capsys
     assert code == 2 and "written by 2 ranks but shard(s) zero_pp_rank_1_mp_rank_00_optim_states.pt are missing" \
         in err and not os.path.exists(out)
 
+    os.remove(os.path.join(broken, "step_00000004", "COMPLETE"))  # an interrupted write
+    code, err = _convert(["--checkpoint", broken, "--output", out, "--tag", "step_00000004"], capsys)
+    assert code == 2 and "step_00000004 is incomplete (no COMPLETE marker)" in err and not os.path.exists(out)
+
     big = hf_tokenizer(bos=True)
     big.add_tokens([f"<x{i}>" for i in range(200)])
     big.save_pretrained(str(tmp_path / "big_tok"))

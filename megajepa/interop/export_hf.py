@@ -8,6 +8,7 @@ so a failure never leaves a half-written `--output`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import shutil
@@ -139,7 +140,8 @@ def convert_to_hf(checkpoint: str, output: str, tag: str | None = None, dtype: s
     _output_ready(os.path.abspath(output), overwrite)  # fail before the expensive part
     root, tag = find_checkpoint(checkpoint, tag)
     state = read_client_state(os.path.join(root, tag))
-    cfg = ModelConfig(**state["model_config"])
+    known = {f.name for f in dataclasses.fields(ModelConfig)}  # a checkpoint from an older/newer megajepa
+    cfg = ModelConfig(**{k: v for k, v in state["model_config"].items() if k in known})
     tok = resolve_tokenizer(state, root, tokenizer)
     if tok.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"tokenizer {tok.path} has {tok.vocab_size} ids but the model's embedding has "
@@ -152,9 +154,10 @@ def convert_to_hf(checkpoint: str, output: str, tag: str | None = None, dtype: s
         raise CheckpointError(f"{os.path.join(root, tag)}: DeepSpeed cannot consolidate it ({e})") from None
     ours = {name[len(PREFIX):] if name.startswith(PREFIX) else name: t for name, t in lazy.items()}
     shapes = expected_shapes(cfg)
-    if set(ours) != set(shapes):
+    missing, unexpected = sorted(set(shapes) - set(ours)), sorted(set(ours) - set(shapes))
+    if missing or unexpected:
         raise CheckpointError(f"{os.path.join(root, tag)}: parameters do not match model_config; missing "
-                              f"{sorted(set(shapes) - set(ours))[:5]}, unexpected {sorted(set(ours) - set(shapes))[:5]}")
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
     for name, t in ours.items():
         if tuple(t.shape) != shapes[name]:
             raise CheckpointError(f"{os.path.join(root, tag)}: {name} has shape {tuple(t.shape)}, model_config "

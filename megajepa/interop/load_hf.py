@@ -58,7 +58,7 @@ def check_names(model: torch.nn.Module, ckpt: HFCheckpoint) -> None:
 
 def _fill(param: torch.Tensor, name: str, src: torch.Tensor, new_rows: list[int], where: str) -> None:
     if name in VOCAB_ROWS and src.shape[1:] == param.shape[1:] and src.shape[0] <= param.shape[0]:
-        mean = src.double().mean(0).to(param.dtype)
+        mean = (src.sum(0, dtype=torch.float64) / src.shape[0]).to(param.dtype)  # no float64 copy of the matrix
         param[:src.shape[0]].copy_(src)
         param[src.shape[0]:] = mean
         rows = [i for i in new_rows if i < src.shape[0]]
