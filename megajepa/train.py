@@ -32,6 +32,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _peer_failure(e: RuntimeError) -> bool:
+    """torch's distributed errors (NCCL watchdog timeouts, store errors) or gloo's plain RuntimeError."""
+    import torch.distributed as dist
+    return isinstance(e, dist.DistError) or "gloo" in str(e)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
@@ -62,6 +68,12 @@ def main(argv=None) -> int:
     except (ConfigError, RecordError, ValueError) as e:
         print(f"megajepa: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if info.world_size == 1 or not _peer_failure(e):
+            raise
+        print(f"megajepa: error: rank {info.rank}: a collective failed: another rank died, or hung longer than "
+              f"train.dist_timeout_minutes={cfg.train.dist_timeout_minutes:g} (check its log): {e}", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
     return 0
