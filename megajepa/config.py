@@ -253,6 +253,11 @@ def validate(cfg: RunConfig) -> None:
     _check_sources(d.sources)
     if d.shards is not None and not os.path.isdir(d.shards):
         raise ConfigError(f"data.shards: {d.shards!r} is not a directory (write it with tools/preprocess_data.py)")
+    if cfg.model.init_from_hf is not None and not os.path.isfile(os.path.join(cfg.model.init_from_hf, "config.json")):
+        raise ConfigError(f"model.init_from_hf: {cfg.model.init_from_hf!r} is not a transformers checkpoint "
+                          "directory (no config.json)")
+    if cfg.model.init_from_hf and d.tokenizer:  # continued pretraining keeps the checkpoint's ids
+        raise ConfigError("model.init_from_hf uses the checkpoint's tokenizer; leave data.tokenizer unset")
     if cfg.resume not in ("none", "auto") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume must be none, auto or an existing checkpoint directory, got {cfg.resume!r}")
     for key, value, low in (("data.seq_len", d.seq_len, 8), ("train.max_steps", t.max_steps, 0),

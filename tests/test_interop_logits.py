@@ -124,3 +124,16 @@ def test_bad_checkpoints_fail_clearly(tokenizers_, tmp_path):
     small = save_hf(tmp_path / "small", hf_model("llama", 64), tokenizers_["llama"])  # 320 ids, 64 rows
     with pytest.raises(CheckpointError, match="tokenizer has 320 ids but the model's embedding has 64 rows"):
         model_config_for(HFCheckpoint(small), HFTokenizer(small))
+
+
+def test_init_from_hf_config_errors_come_before_any_compute(tmp_path):
+    from megajepa.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="model.init_from_hf: .* is not a transformers checkpoint directory"):
+        load_config(None, [f"model.init_from_hf={tmp_path}"])
+    path = save_hf(tmp_path / "llama", hf_model("llama", 64))
+    with pytest.raises(ConfigError, match="leave data.tokenizer unset"):
+        load_config(None, [f"model.init_from_hf={path}", "data.tokenizer=x.model"])
+    ckpt = HFCheckpoint(path)
+    from megajepa.config import ModelConfig
+    with pytest.raises(ConfigError, match="model.dim=128 contradicts"):
+        model_config_for(ckpt, type("Tok", (), {"vocab_size": 64})(), ModelConfig(dim=128))

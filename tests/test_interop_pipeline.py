@@ -1,6 +1,6 @@
 """The whole HF path through the real launchers (2 CPU ranks, ZeRO-3, gloo) and the real CLIs:
 pretrain -> convert_to_hf -> transformers; HF -> continued pretraining -> HF; HF -> convert_from_hf
-(0 steps) -> convert_to_hf bit for bit; and bad input. Three 2-rank launches; about 5 min on 2 cores."""
+(0 steps) -> convert_to_hf bit for bit; and bad input. Three 2-rank launches; about 3.5 min on 2 cores."""
 import glob
 import os
 import re
