@@ -12,7 +12,7 @@ def test_benchmark_runs_and_references_match_the_packed_objective(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "jepa_overhead.py"), "--examples", "12",
            "--ref-examples", "8", "--paraphrase-examples", "6", "--dim", "32", "--layers", "1", "--max-length", "128",
-           "--seq-len", "128", "--vocab-size", "400", "--repeats", "1", "--json", str(out)]
+           "--seq-len", "128", "--vocab-size", "400", "--repeats", "1", "--packed-repeats", "1", "--json", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,8 +20,7 @@ from megajepa.packing import IGNORE, LayoutConfig, build_unit, collate, place
 from helpers import SPECIALS as SP, random_views, tiny_model
 
 LAYOUTS = {  # name: (LayoutConfig fields, views per example, with prompt)
-    "default": (dict(predictors=1), 2, False),
-    "k0": (dict(predictors=0), 2, False),
+    **{f"k{k}": (dict(predictors=k), 2, False) for k in range(11)},  # k1 is the default layout
     "k10_last": (dict(predictors=10, embed_at="last"), 2, False),
     "front": (dict(predictors=2, pred_position="front"), 2, False),
     "front_last": (dict(predictors=3, pred_position="front", embed_at="last"), 2, False),
@@ -162,9 +161,9 @@ def test_token_floor_of_the_default_and_pretraining_layouts():
     assert build_unit(views[:2], SP, LayoutConfig(predictors=2), with_jepa=False).n_tokens == 1 + 3 + 1 + 2 + 1
 
 
-GRADIENT_CASES = [(name, "cosine") for name in ("default", "front", "reverse_k0_last", "all3",
+GRADIENT_CASES = [(name, "cosine") for name in ("k1", "front", "reverse_k0_last", "all3",
                                                 "train_all_chain", "chat")] + \
-                 [("default", "l2"), ("chain4", "mse"), ("default", "infonce"), ("train_all_all_k0", "infonce")]
+                 [("k1", "l2"), ("chain4", "mse"), ("k3", "infonce"), ("train_all_all_k0", "infonce")]
 
 
 @pytest.mark.parametrize("name,dist", GRADIENT_CASES)
