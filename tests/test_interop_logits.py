@@ -137,3 +137,20 @@ def test_init_from_hf_config_errors_come_before_any_compute(tmp_path):
     from megajepa.config import ModelConfig
     with pytest.raises(ConfigError, match="model.dim=128 contradicts"):
         model_config_for(ckpt, type("Tok", (), {"vocab_size": 64})(), ModelConfig(dim=128))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_generation_matches_transformers(arch, tmp_path):
+    """Past Mistral's 8-token window, so the cached decode must apply it as transformers does."""
+    from megajepa.generation import greedy_generate
+    ref = hf_model(arch, 96, seed=7, tie=arch == "qwen2")
+    ckpt = HFCheckpoint(save_hf(tmp_path / arch, ref))
+    model = Transformer(ckpt.model_config).eval()
+    load_hf_weights(model, ckpt, new_rows=[], rank=0)
+    prompts = [[5, 17, 33, 2, 60], [9, 9, 41]]
+    ours = greedy_generate(model, prompts, max_new_tokens=14, eos_id=95, pad_id=0)
+    for prompt, mine in zip(prompts, ours):
+        with torch.no_grad():
+            out = ref.generate(torch.tensor([prompt]), max_new_tokens=14, do_sample=False, eos_token_id=95,
+                               pad_token_id=0)[0, len(prompt):].tolist()
+        assert mine == (out[:out.index(95)] if 95 in out else out)
