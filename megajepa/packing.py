@@ -7,7 +7,8 @@ pairs of its JEPA term. The default two-view layout (ARCHITECTURE.md):
      NTP stream             predictor block   isolated copy of Code
 
 - Enc(v) is the hidden state at the end of `bos v marker` encoded alone (marker: sep after every
-  view but the last, eos after the last; embed_at=last drops the marker and uses v's last token).
+  view but the last, eos after the last, eos for every view in train_all; embed_at=last drops the
+  marker and uses v's last token).
 - A view whose standalone encoding is already a prefix of some segment (Text in the stream, every
   view in train_all mode) is reused; any other view that the objective needs gets one isolated copy.
 - A predictor block continues the positions of that standalone encoding and reads only it and
@@ -104,6 +105,7 @@ def _standalone(view: list[int], sp: Specials, marker: int, embed_at: str, lead:
 
 
 def _copy(tokens: list[int]) -> Segment:
+    """An isolated segment (positions from 0, reads only itself, no NTP labels)."""
     return Segment(tokens, list(range(len(tokens))), [IGNORE] * len(tokens))
 
 
@@ -126,7 +128,8 @@ def view_pairs(n_views: int, pairs: str = "chain", reverse: bool = False) -> lis
 def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_jepa: bool = True,
                prompt: list[int] | None = None) -> Unit:
     """An example's views (Text, Code, ... ; token ids without specials) -> unit. Without JEPA (loss
-    dropout, lambda=0) only the NTP stream(s). `prompt`: tokens rendered before Text (chat system turn)."""
+    dropout, lambda=0) only the NTP stream(s). `prompt`: tokens rendered before Text (chat system turn);
+    train_all ignores it (every view is its own stream)."""
     n = len(views)
     if layout.train_all:
         segments = [_own_stream(v, sp) for v in views]
