@@ -46,9 +46,12 @@ class StopSignals:
         flag = torch.tensor([0.0 if self.received is None else float(self.received)], device=device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if self.received is None and flag.item() > 0:
-            self.received = int(flag.item())  # another rank's signal
-        return self.received is not None
+        # Decide on the reduced value only: a signal landing here, after this rank's contribution was sent,
+        # is seen by every rank at the next step instead of by this rank alone now.
+        agreed = int(flag.item())
+        if agreed and self.received is None:
+            self.received = agreed  # another rank's signal
+        return agreed > 0
 
     def restore(self) -> None:
         for s, handler in self._previous.items():

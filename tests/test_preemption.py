@@ -55,3 +55,17 @@ def test_sigterm_then_usr1_on_one_rank_checkpoint_and_resume(tmp_path_factory):
     assert stopped_ranks(log, k2, "SIGUSR1") == {"rank0", "rank1"}, log[-3000:]
     assert_checkpoint_at(out, k2)
     same_losses(losses(out), want, range(1, k2 + 1))
+
+
+def test_stop_signals_record_the_first_signal_and_restore_the_old_handlers():
+    from megajepa.preemption import StopSignals
+    before = signal.getsignal(signal.SIGUSR1)
+    stop = StopSignals()
+    try:
+        assert not stop.agreed()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeat changes nothing; the process is not terminated
+        assert stop.agreed() and stop.name == "SIGUSR1"
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGUSR1) is before
