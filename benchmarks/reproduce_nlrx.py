@@ -228,7 +228,7 @@ def plot(summary: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     arms = list(summary["arms"])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     width = 0.8 / len(arms)
     for i, arm in enumerate(arms):
         a = summary["arms"][arm]
@@ -239,6 +239,24 @@ def plot(summary: dict, path: str) -> None:
             ax.scatter([xs[j]] * len(a[m]["per_seed"]), a[m]["per_seed"], color="k", s=8, zorder=3)
     ax.set_xticks([j + width * (len(arms) - 1) / 2 for j in range(len(METRICS))], METRICS)
     ax.set(ylabel="accuracy (%)", title="NL-RX-SYNTH from scratch: mean, std, seeds")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(arms))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_spectra(runs: dict[str, dict[int, str]], path: str) -> None:
+    """Singular values of Enc(Text) - Enc(Code) per arm (each seed a line): the paper's SVD figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for i, (arm, by_seed) in enumerate(runs.items()):
+        for j, (seed, run) in enumerate(sorted(by_seed.items())):
+            with open(os.path.join(run, "analysis", "analysis.json")) as f:
+                values = json.load(f)["svd_text_minus_code"]
+            ax.semilogy(values, color=f"C{i}", lw=1, alpha=0.8, label=arm if j == 0 else None)
+    ax.set(xlabel="index", ylabel="singular value", title="SVD of Enc(Text) - Enc(Code), test examples")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -290,6 +308,7 @@ def main(argv=None) -> int:
     with open(path, "w") as f:
         json.dump(summary, f, indent=2)
     plot(summary, os.path.join(args.out, "results.png"))
+    plot_spectra(runs, os.path.join(args.out, "spectra.png"))
     table = markdown(summary)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
