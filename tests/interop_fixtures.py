@@ -39,7 +39,7 @@ def hf_model(arch: str, vocab_size: int, seed: int = 0, tie: bool = False, **ove
     """A random model whose every tensor (norms and biases too) is non-trivial."""
     fields = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  tie_word_embeddings=tie, rope_theta=10000.0)
+                  tie_word_embeddings=tie, rope_theta=500000.0)  # not the default: must travel
     if arch == "mistral":
         fields["sliding_window"] = 8  # shorter than the test sequences, so the window matters
     fields.update(overrides)

@@ -140,6 +140,7 @@ def test_round_trip_hf_megajepa_hf_is_bit_exact(tmp_path):
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "tie_word_embeddings", "rms_norm_eps", "max_position_embeddings"):
         assert getattr(a, key) == getattr(b, key), key
+    assert a.rope_parameters["rope_theta"] == b.rope_parameters["rope_theta"] == 500000.0
 
 
 def _convert(args, capsys):
