@@ -15,7 +15,7 @@ FAULTS = os.path.join(REPO, "tests", "probes", "train_with_faults.py")
 # Smaller than test_train_e2e's TINY: these tests compare runs, they do not need the model to learn.
 TINY = ["data.num_train=300", "data.vocab_size=384", "data.seq_len=128", "train.micro_batch_size=2", "model.dim=64",
         "model.n_layers=1", "model.ffn_dim=128", "train.warmup_steps=2", "train.log_interval=100"]
-STEPS = 8
+STEPS = 16  # long enough that a signal or kill sent after step 1-3 lands mid-run even on a fast machine
 RUN = TINY + [f"train.max_steps={STEPS}", "train.save_interval=2", "train.keep_last=2"]
 
 
@@ -62,7 +62,8 @@ def wait_for_step(proc, output_dir, step, timeout=300) -> int:
         seen = losses(output_dir)
         if seen and max(seen) >= step:
             return max(seen)
-        assert proc.poll() is None, f"run ended (rc={proc.returncode}) before step {step}"
+        ended = proc.poll()
+        assert ended is None, f"run ended ({ended}) before step {step}"
         assert time.monotonic() < end, f"no step {step} after {timeout}s"
         time.sleep(0.05)
 
