@@ -90,6 +90,11 @@ def _fsync_dir(path: str) -> None:
 
 def save(engine, output_dir: str, step: int, client_state: dict, rank: int, keep_last: int | None = None) -> str:
     """Every rank calls this (ZeRO-3 shards are per rank); returns the tag directory once it is complete."""
+    engine_io = getattr(engine, "checkpoint_engine", None)
+    if engine_io is not None and engine_io.is_decoupled():  # its files land after save_checkpoint returns
+        raise RuntimeError("an asynchronous (decoupled) DeepSpeed checkpoint engine is not supported: the COMPLETE "
+                           "marker would precede the data; remove the checkpoint engine options from the DeepSpeed "
+                           "config")
     root = checkpoint_dir(output_dir)
     tag = tag_for(step)
     tag_dir = os.path.join(root, tag)
