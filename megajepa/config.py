@@ -26,6 +26,7 @@ class ModelConfig:
     n_kv_heads: int = 0  # grouped-query attention; 0: the preset's
     ffn_dim: int = 0
     rope_theta: float = 0.0
+    rope_scaling: dict | None = None  # {"rope_type": "llama3", factor, low/high_freq_factor, original_max_position_embeddings}
     norm_eps: float = 1e-5
     tie_embeddings: bool | None = None
     qkv_bias: bool = False  # Qwen2-style checkpoints

@@ -9,7 +9,7 @@ import deepspeed
 import torch
 
 from megajepa.config import ConfigError, RunConfig
-from megajepa.model import Transformer
+from megajepa.model import Transformer, init_parameter
 from megajepa.objective import HybridObjective
 
 DEFAULT_DS_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -82,9 +82,21 @@ def build_model(model_cfg, ds: dict) -> Transformer:
     """The model, partitioned at construction under ZeRO-3 (no full copy per rank)."""
     with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero_stage(ds) == 3):
         model = Transformer(model_cfg)
+    if zero_stage(ds) == 3:
+        init_partitioned(model)
     if model_cfg.tie_embeddings:  # the head reads the embedding outside the embedding's forward
         deepspeed.zero.register_external_parameter(model.lm_head, model.embed_tokens.weight)
     return model
+
+
+def init_partitioned(model: Transformer) -> None:
+    """zero.Init partitions each module as its constructor returns, before the model's own init runs:
+    gather one parameter at a time, let rank 0 draw it, re-partition. Same values for any rank count."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    for name, p in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+            if rank == 0:
+                init_parameter(name, p, model.config)
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:

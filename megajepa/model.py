@@ -64,9 +64,27 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """RoPE inverse frequencies; `scaling` supports Llama-3.1/3.2's `llama3` frequency remapping."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    if not scaling:
+        return inv_freq
+    if scaling.get("rope_type") != "llama3":
+        raise ValueError(f"model.rope_scaling: only rope_type 'llama3' is supported, got {scaling!r}")
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype,
+                 scaling: dict | None = None):
     """cos/sin [B, T, head_dim] for arbitrary (packed) position ids; HF's half-rotation layout."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
+    inv_freq = rope_inv_freq(head_dim, theta, scaling).to(position_ids.device)
     freqs = position_ids.float()[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -164,30 +182,13 @@ class Transformer(nn.Module):
         self.lm_head = OutputHead(cfg, self.embed_tokens if cfg.tie_embeddings else None)
         self.activation_checkpointing = False
         self.checkpoint_every = 1  # with activation_checkpointing: every n-th layer recomputes in backward
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2 style: scale residual projections by depth
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                self._normal(p, cfg.init_std / math.sqrt(2 * cfg.n_layers))
-
-    @staticmethod
-    def _normal(p: torch.Tensor, std: float) -> None:
-        # Under ZeRO-3 Init a parameter may be partitioned to an empty local shard; init what is here.
-        if p.numel():
-            nn.init.normal_(p, mean=0.0, std=std)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            self._normal(module.weight, std)
-        if isinstance(module, nn.Linear) and module.bias is not None and module.bias.numel():
-            nn.init.zeros_(module.bias)
-        if isinstance(module, OutputHead) and module._tied[0] is None:
-            self._normal(module.weight, std)
+        if not any(hasattr(p, "ds_id") for p in self.parameters()):  # ZeRO-3: engine.build_model inits
+            init_parameters(self)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attn_mask, kv_caches=None):
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(position_ids, self.config.dim // self.config.n_heads, self.config.rope_theta,
-                                x.dtype)
+                                x.dtype, self.config.rope_scaling)
         for i, layer in enumerate(self.layers):
             cache = kv_caches[i] if kv_caches is not None else None
             if self.activation_checkpointing and self.training and i % self.checkpoint_every == 0:
@@ -195,6 +196,24 @@ class Transformer(nn.Module):
             else:
                 x = layer(x, cos, sin, attn_mask, cache)
         return self.norm(x)
+
+
+def init_parameter(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
+    """Normal(0, init_std) weights, residual projections scaled by depth (GPT-2), norms 1, biases 0."""
+    with torch.no_grad():
+        if "norm" in name:
+            p.fill_(1.0)
+        elif name.endswith(".bias"):
+            p.zero_()
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            p.normal_(0.0, cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        else:
+            p.normal_(0.0, cfg.init_std)
+
+
+def init_parameters(model: "Transformer") -> None:
+    for name, p in model.named_parameters():
+        init_parameter(name, p, model.config)
 
 
 def count_parameters(cfg: ModelConfig) -> int:

@@ -39,3 +39,21 @@ def test_parameter_count_matches_module():
     assert set(PRESETS) == {"tiny", "125m", "350m", "1b", "3b", "7b"}
     sizes = [count_parameters(resolve_model_config(ModelConfig(preset=p), 32000)) for p in PRESETS]
     assert sizes == sorted(sizes)
+
+
+def test_llama3_rope_scaling_matches_transformers():
+    """Llama-3.1/3.2 checkpoints remap RoPE frequencies; positions past the original context exercise it."""
+    from megajepa.interop.hf_mapping import from_hf_config
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    model = tiny_model(seed=2, rope_theta=500000.0, rope_scaling=scaling, max_seq_len=128)
+    hf_config = to_hf_config(model.config)
+    assert hf_config.rope_parameters["rope_type"] == "llama3"
+    assert from_hf_config(hf_config).rope_scaling == scaling
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    hf.load_state_dict(to_hf_state_dict(model.state_dict(), True), strict=False)
+    ids = torch.randint(0, VOCAB, (2, 60), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model.lm_head(model(ids, torch.arange(60).expand(2, 60), dense_mask(*_causal_meta(2, 60))))
+        ref = hf(ids).logits
+    assert (ours - ref).abs().max().item() < 1e-4

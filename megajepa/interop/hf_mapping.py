@@ -58,6 +58,8 @@ def to_hf_config(cfg: ModelConfig, bos_id: int = 2, eos_id: int = 3, pad_id: int
                   eos_token_id=eos_id, pad_token_id=pad_id, hidden_act="silu", architectures=[arch])
     if arch == "LlamaForCausalLM":
         kwargs.update(attention_bias=False, mlp_bias=False)
+    if cfg.rope_scaling:
+        kwargs.update(rope_scaling=dict(cfg.rope_scaling))
     if arch == "MistralForCausalLM":
         kwargs.update(sliding_window=cfg.sliding_window)
     if arch == "Qwen2ForCausalLM":
@@ -86,8 +88,13 @@ def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
         raise UnsupportedCheckpoint(f"{where}: unsupported architecture {archs[0]!r} (model_type {model_type!r}); "
                                     f"supported: {', '.join(ARCHITECTURES.values())}")
     rope = dict(getattr(hf_config, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
-        _reject(where, f"rope_type {rope['rope_type']!r}")
+    rope_type = rope.get("rope_type", "default")
+    if rope_type not in ("default", "llama3"):
+        _reject(where, f"rope_type {rope_type!r}")
+    scaling = None
+    if rope_type == "llama3":  # Llama-3.1/3.2 frequency remapping
+        scaling = {k: rope[k] for k in ("rope_type", "factor", "low_freq_factor", "high_freq_factor",
+                                        "original_max_position_embeddings")}
     rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
     if getattr(hf_config, "hidden_act", "silu") != "silu":
         _reject(where, f"hidden_act {hf_config.hidden_act!r}")
@@ -107,7 +114,8 @@ def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
                        n_kv_heads=hf_config.num_key_value_heads or heads, ffn_dim=hf_config.intermediate_size,
                        rope_theta=float(rope_theta), norm_eps=hf_config.rms_norm_eps,
                        tie_embeddings=bool(hf_config.tie_word_embeddings), qkv_bias=model_type == "qwen2",
-                       sliding_window=window, max_seq_len=hf_config.max_position_embeddings)
+                       sliding_window=window, max_seq_len=hf_config.max_position_embeddings,
+                       rope_scaling=scaling)
 
 
 def config_fields(cfg: ModelConfig) -> dict:
