@@ -78,11 +78,12 @@ def zero_stage(ds: dict) -> int:
     return int(ds.get("zero_optimization", {}).get("stage", 0))
 
 
-def build_model(model_cfg, ds: dict) -> Transformer:
-    """The model, partitioned at construction under ZeRO-3 (no full copy per rank)."""
+def build_model(model_cfg, ds: dict, initialise: bool = True) -> Transformer:
+    """The model, partitioned at construction under ZeRO-3 (no full copy per rank). `initialise=False`
+    skips the ZeRO-3 init pass when weights are loaded next (HF checkpoint, resume)."""
     with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero_stage(ds) == 3):
         model = Transformer(model_cfg)
-    if zero_stage(ds) == 3:
+    if zero_stage(ds) == 3 and initialise:
         init_partitioned(model)
     if model_cfg.tie_embeddings:  # the head reads the embedding outside the embedding's forward
         deepspeed.zero.register_external_parameter(model.lm_head, model.embed_tokens.weight)

@@ -62,7 +62,7 @@ class Trainer:
             self.model_cfg = resolve_model_config(cfg.model, self.tokenizer.vocab_size)
         if self.rank == 0:
             log.info(describe(self.model_cfg))
-        model = build_model(self.model_cfg, ds)
+        model = build_model(self.model_cfg, ds, initialise=not (cfg.model.init_from_hf or self._resuming()))
         if cfg.model.init_from_hf and not self._resuming():  # a resumed run loads its own checkpoint instead
             load_hf_weights(model, self.hf_checkpoint, self.tokenizer.added_ids(), self.rank)
         model.activation_checkpointing = cfg.train.activation_checkpointing
