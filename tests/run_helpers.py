@@ -16,7 +16,8 @@ FAULTS = os.path.join(REPO, "tests", "probes", "train_with_faults.py")
 TINY = ["data.num_train=300", "data.vocab_size=384", "data.seq_len=128", "train.micro_batch_size=2", "model.dim=64",
         "model.n_layers=1", "model.ffn_dim=128", "train.warmup_steps=2", "train.log_interval=100"]
 STEPS = 16  # long enough that a signal or kill sent after step 1-3 lands mid-run even on a fast machine
-RUN = TINY + [f"train.max_steps={STEPS}", "train.save_interval=2", "train.keep_last=2"]
+# grad_accum=2: resume, skips and stops are also exercised across an accumulation boundary
+RUN = TINY + [f"train.max_steps={STEPS}", "train.save_interval=2", "train.keep_last=2", "train.grad_accum=2"]
 
 
 def free_port() -> int:

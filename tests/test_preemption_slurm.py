@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from run_helpers import STEPS, TINY, free_port, losses, reference_losses, same_losses, wait_for_step
+from run_helpers import RUN, STEPS, free_port, losses, reference_losses, same_losses, wait_for_step
 from test_slurm import _submit
 
 pytestmark = pytest.mark.slurm
@@ -27,8 +27,8 @@ def test_usr1_under_slurm_checkpoints_requeues_and_resumes_exactly(slurm_cluster
     want = reference_losses(str(tmp_path_factory.getbasetemp()))
     tmp = tmp_path_factory.mktemp("slurm_preempt")
     out = str(tmp / "run")
-    jid, log_path = _submit(slurm_cluster, tmp, "pretrain_8node.sh", f"OUTPUT_DIR={out}", *TINY,
-                            f"train.max_steps={STEPS}", "train.save_interval=100",  # the signal's save only
+    jid, log_path = _submit(slurm_cluster, tmp, "pretrain_8node.sh", f"OUTPUT_DIR={out}", *RUN,
+                            "train.save_interval=100",  # the signal's save only
                             MASTER_PORT=str(free_port()))  # not 10000+job id: other test clusters reuse job 1
     wait_for_step(_Job(slurm_cluster, jid), out, 1, timeout=240)
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", str(jid))
