@@ -8,6 +8,8 @@ Arms (every run from random init, the same model, tokenizer, data file, schedule
                   the same number of examples as ntp (the paper's "same number of steps": a JEPA example
                   packs more tokens, so more rows); costs more compute
   jepa_eqcompute  the same, --steps steps: the same packed tokens (compute) as ntp, fewer examples
+  jepa_infonce    (not run by default) as jepa with the InfoNCE distance: in-batch negatives, which the
+                  cosine arms lack and which keeps Enc from collapsing (docs/results.md)
 Each run: tools/evaluate.py generate on the first --eval-examples of the test file (exact, prefix,
 regex-language equality) and tools/analyze_embeddings.py (linear-map error Text -> Code). Statistics:
 mean and std over seeds, an exact sign-flip test on the per-seed differences, and an exact McNemar test
@@ -30,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
 METRICS = ("exact", "prefix", "regex")
-ARMS = ("ntp", "jepa", "jepa_eqcompute")
+ARMS = ("ntp", "jepa", "jepa_eqcompute", "jepa_infonce")
 
 
 def parse_args(argv=None):
@@ -42,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=1, help="seeds first..first+seeds-1 (split a study over processes)")
     p.add_argument("--no-summary", action="store_true", help="train and evaluate only; summarize in a later call")
-    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--arms", default=",".join(ARMS[:3]))
     p.add_argument("--steps", type=int, default=300, help="ntp (and jepa_eqcompute) optimizer steps")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -117,7 +119,8 @@ def arm_settings(args, rows: dict) -> dict[str, dict]:
     same_examples = round(args.steps * rows["jepa"] / rows["ntp"])
     return {"ntp": {"lambda": 0.0, "steps": args.steps},
             "jepa": {"lambda": 1.0, "steps": same_examples},
-            "jepa_eqcompute": {"lambda": 1.0, "steps": args.steps}}
+            "jepa_eqcompute": {"lambda": 1.0, "steps": args.steps},
+            "jepa_infonce": {"lambda": 1.0, "steps": same_examples, "distance": "infonce"}}
 
 
 def train(args, arm: str, seed: int, setting: dict, train_file: str, tokenizer: str) -> str:
@@ -127,7 +130,7 @@ def train(args, arm: str, seed: int, setting: dict, train_file: str, tokenizer: 
         return run
     cmd = [sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={run}", f"seed={seed}",
            f"data.sources=[{train_file}]", f"data.tokenizer={tokenizer}", f"data.seq_len={args.seq_len}",
-           f"jepa.lambda={setting['lambda']}", "jepa.predictors=1", "jepa.distance=cosine",
+           f"jepa.lambda={setting['lambda']}", "jepa.predictors=1", f"jepa.distance={setting.get('distance', 'cosine')}",
            f"model.dim={args.dim}", f"model.n_layers={args.layers}", f"model.n_heads={args.heads}",
            f"model.n_kv_heads={args.heads}", f"model.ffn_dim={args.ffn}", f"train.max_steps={setting['steps']}",
            f"train.micro_batch_size={args.micro_batch}", f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}",
