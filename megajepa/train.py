@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -33,9 +34,10 @@ def parse_args(argv=None):
 
 
 def _peer_failure(e: RuntimeError) -> bool:
-    """torch's distributed errors (NCCL watchdog timeouts, store errors) or gloo's plain RuntimeError."""
+    """torch's distributed errors (NCCL watchdog, store) or gloo's plain RuntimeErrors (reset, timeout)."""
     import torch.distributed as dist
-    return isinstance(e, dist.DistError) or "gloo" in str(e)
+    return isinstance(e, dist.DistError) or bool(
+        re.search(r"gloo|NCCL|Timed out|timeout caused pair closure|Connection (reset|closed)", str(e)))
 
 
 def main(argv=None) -> int:
