@@ -75,3 +75,13 @@ def test_model_flops_logged_per_device(two_rank_run):
     low = 6 * matmul_params(cfg)
     assert len(per_token) == 6
     assert all(low < p < low + 12 * cfg.n_layers * cfg.dim * 256 for p in per_token), (per_token, low)
+
+
+def test_resume_on_another_rank_count_is_refused_clearly(two_rank_run):
+    out, _ = two_rank_run
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={out}",
+                             *TINY, "train.max_steps=40", "resume=auto"],
+                            capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "written by 2 data-parallel ranks, this run has 1" in result.stderr
