@@ -10,6 +10,7 @@ Arms (every run from random init, the same model, tokenizer, data file, schedule
   jepa_eqcompute  the same, --steps steps: the same packed tokens (compute) as ntp, fewer examples
   jepa_infonce    (not run by default) as jepa with the InfoNCE distance: in-batch negatives, which the
                   cosine arms lack and which keeps Enc from collapsing (docs/results.md)
+  jepa_last       (not run by default) as jepa with jepa.embed_at=last: Enc at a view's last content token
 Each run: tools/evaluate.py generate on the first --eval-examples of the test file (exact, prefix,
 regex-language equality) and tools/analyze_embeddings.py (linear-map error Text -> Code). Statistics:
 mean and std over seeds, an exact sign-flip test on the per-seed differences, and an exact McNemar test
@@ -32,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
 METRICS = ("exact", "prefix", "regex")
-ARMS = ("ntp", "jepa", "jepa_eqcompute", "jepa_infonce")
+ARMS = ("ntp", "jepa", "jepa_eqcompute", "jepa_infonce", "jepa_last")
 
 
 def parse_args(argv=None):
@@ -120,7 +121,8 @@ def arm_settings(args, rows: dict) -> dict[str, dict]:
     return {"ntp": {"lambda": 0.0, "steps": args.steps},
             "jepa": {"lambda": 1.0, "steps": same_examples},
             "jepa_eqcompute": {"lambda": 1.0, "steps": args.steps},
-            "jepa_infonce": {"lambda": 1.0, "steps": same_examples, "distance": "infonce"}}
+            "jepa_infonce": {"lambda": 1.0, "steps": same_examples, "distance": "infonce"},
+            "jepa_last": {"lambda": 1.0, "steps": same_examples, "embed_at": "last"}}
 
 
 def train(args, arm: str, seed: int, setting: dict, train_file: str, tokenizer: str) -> str:
@@ -131,6 +133,7 @@ def train(args, arm: str, seed: int, setting: dict, train_file: str, tokenizer: 
     cmd = [sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={run}", f"seed={seed}",
            f"data.sources=[{train_file}]", f"data.tokenizer={tokenizer}", f"data.seq_len={args.seq_len}",
            f"jepa.lambda={setting['lambda']}", "jepa.predictors=1", f"jepa.distance={setting.get('distance', 'cosine')}",
+           f"jepa.embed_at={setting.get('embed_at', 'end')}",
            f"model.dim={args.dim}", f"model.n_layers={args.layers}", f"model.n_heads={args.heads}",
            f"model.n_kv_heads={args.heads}", f"model.ffn_dim={args.ffn}", f"train.max_steps={setting['steps']}",
            f"train.micro_batch_size={args.micro_batch}", f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}",
