@@ -30,7 +30,7 @@ def test_checkpointed_layers_recompute_with_equal_gradients(every, recomputed):
     loss, grads, calls = loss_grads_and_calls(every)
     assert ref_calls == [1, 1, 1, 1]
     assert calls == [2 if i in recomputed else 1 for i in range(4)]
-    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)  # first-call kernel choice can move the last bit
     for name, g in ref_grads.items():
         torch.testing.assert_close(grads[name], g, rtol=1e-6, atol=1e-7, msg=name)
 
