@@ -15,8 +15,8 @@ import re
 import sys
 import warnings
 
-# DeepSpeed 0.19 calls a torch collective that torch 2.13 deprecates, once per step.
-warnings.filterwarnings("ignore", message=".*reduce_scatter_tensor.*", category=FutureWarning)
+# DeepSpeed 0.19 calls torch collectives that torch 2.13 deprecates, once per step.
+warnings.filterwarnings("ignore", message=".*(reduce_scatter_tensor|all_gather_into_tensor).*", category=FutureWarning)
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
