@@ -52,8 +52,11 @@ def collapse_stats(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]
 
 
 class CollapseMonitor:
+    REPEAT = 10  # while collapsed, repeat the warning every this many log intervals, not every one
+
     def __init__(self, width: int, warn_fraction: float):
         self.width, self.warn_fraction = width, warn_fraction
+        self.collapsed_intervals = 0
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, step: int,
                  warn: bool = True) -> dict[str, float]:
@@ -63,9 +66,12 @@ class CollapseMonitor:
             return {}
         stats = collapse_stats(pred, target)
         threshold = self.warn_fraction * min(self.width, pred.shape[0])
-        for name in ("collapse/erank_enc", "collapse/erank_pred"):
-            if warn and stats[name] < threshold:
-                log.warning("step %d: %s = %.2f < %.2f (jepa.collapse_warn_fraction %g x min(width %d, %d "
-                            "embeddings)): the JEPA embeddings may be collapsing", step, name, stats[name],
-                            threshold, self.warn_fraction, self.width, pred.shape[0])
+        low = [n for n in ("collapse/erank_enc", "collapse/erank_pred") if stats[n] < threshold]
+        self.collapsed_intervals = self.collapsed_intervals + 1 if low else 0
+        if warn and low and self.collapsed_intervals % self.REPEAT == 1:
+            log.warning("step %d: %s below %.2f (jepa.collapse_warn_fraction %g x min(width %d, %d embeddings)): "
+                        "the JEPA embeddings may be collapsing%s", step,
+                        ", ".join(f"{n} = {stats[n]:.2f}" for n in low), threshold, self.warn_fraction, self.width,
+                        pred.shape[0], "" if self.collapsed_intervals == 1 else
+                        f" (for {self.collapsed_intervals} log intervals)")
         return stats

@@ -53,6 +53,18 @@ def test_warns_on_collapse_only(caplog):
     assert any("step 7" in r.getMessage() and "collapsing" in r.getMessage() for r in caplog.records)
 
 
+def test_a_lasting_collapse_warns_once_per_ten_intervals(caplog):
+    g = torch.Generator().manual_seed(3)
+    monitor = CollapseMonitor(width=32, warn_fraction=0.25)
+    collapsed = torch.randn(1, 32, generator=g) + 1e-3 * torch.randn(64, 32, generator=g)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        for step in range(1, 13):
+            monitor(collapsed, collapsed, torch.ones(64), step=step)
+    warned = [r.getMessage() for r in caplog.records if "collapsing" in r.getMessage()]
+    assert [m.split(":")[0] for m in warned] == ["step 1", "step 11"]
+    assert "for 11 log intervals" in warned[1]
+
+
 def rank_embeddings(rank):
     """Rank r: 3 or 5 valid pairs in a padded bucket of 8 (padding rows are garbage on purpose)."""
     g = torch.Generator().manual_seed(10 + rank)
