@@ -12,7 +12,8 @@ TORCH_VERSION ?= 2.13.0
 # Where a CPU-only machine gets torch when no local CPU wheel is on hand.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.megajepa-installed
-PYTEST_ARGS ?=
+# a hung test fails alone (its subprocesses killed) instead of eating the whole CI budget
+PYTEST_ARGS ?= --timeout=900
 
 .PHONY: install demo test bench clean
 

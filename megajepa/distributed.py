@@ -216,6 +216,17 @@ def _info_from_group(launcher: str) -> DistInfo:
                     int(e.get("MASTER_PORT", 0)), launcher)
 
 
+def _without_shm_allreduce() -> None:
+    """Keep DeepSpeed's CPU shared-memory allreduce off; gloo does the CPU collectives.
+
+    That op leaves a 69 MB /dev/shm file per rank per run that is never unlinked (RAM, on tmpfs)
+    and reopens a stale file of the same port by name, so repeated runs fill memory or hang.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def init_distributed(timeout_minutes: float = 10.0) -> DistInfo:
     """Detect the launcher, export the torch env contract and initialise the process group once."""
     global _INFO
@@ -238,6 +249,8 @@ def init_distributed(timeout_minutes: float = 10.0) -> DistInfo:
         print(msg, file=sys.stderr, flush=True)
     import deepspeed  # heavy import, only when we really start a group
 
+    if not cuda:
+        _without_shm_allreduce()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", auto_mpi_discovery=False,
                                distributed_port=info.master_port, verbose=False,
                                timeout=timedelta(minutes=timeout_minutes),

@@ -60,8 +60,12 @@ def test_torchrun_two_ranks():
 
 
 def test_deepspeed_launcher_two_ranks():
-    _check(_run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_port()),
+    port = _port()
+    _check(_run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port),
                  str(PROBE)]), 2, "deepspeed")
+    # DeepSpeed's CPU shm allreduce would leave 69 MB per rank in /dev/shm, never unlinked
+    leftovers = list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not leftovers, leftovers
 
 
 def test_mpiexec_two_ranks():
