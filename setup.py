@@ -21,5 +21,5 @@ setup(
         "matplotlib>=3.8",  # tools/analyze_embeddings.py and benchmarks/reproduce_nlrx.py plots
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
-    entry_points={"console_scripts": ["megajepa-train=megajepa.train:main"]},
+    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit"]},
 )

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import product
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -279,6 +280,20 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def exit_process(code: int) -> NoReturn:
+    """Flush and exit with `code`, skipping interpreter finalization.
+
+    During finalization gloo's worker threads can still drop tensors held by DeepSpeed's async
+    handles and abort the process (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#179291): a clean exit 3 or 75 would reach the launcher as -6. Call it after
+    shutdown(), when everything the process writes is closed.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shutdown() -> None:

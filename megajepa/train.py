@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import warnings
+from typing import NoReturn
 
 # DeepSpeed 0.19 calls torch collectives that torch 2.13 deprecates, once per step.
 warnings.filterwarnings("ignore", message=".*(reduce_scatter_tensor|all_gather_into_tensor).*", category=FutureWarning)
@@ -81,5 +82,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_and_exit(argv=None) -> NoReturn:
+    """main(), then exit with its code (0, 2, 3, 75: launchers and Slurm requeue read it)."""
+    from megajepa.distributed import exit_process
+
+    exit_process(main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

@@ -65,4 +65,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    from megajepa.distributed import exit_process  # a 2-rank exit can abort in finalization
+
+    exit_process(code)

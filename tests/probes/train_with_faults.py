@@ -51,4 +51,4 @@ def save_zero(self, save_dir, tag, *args, **kwargs):
 
 
 trainer.Trainer.train_step, HybridObjective.forward, DeepSpeedEngine._save_zero_checkpoint = train_step, forward, save_zero
-sys.exit(train.main())
+train.run_and_exit()
