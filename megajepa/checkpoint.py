@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from megajepa import distributed
+from megajepa import distributed, universal
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
@@ -158,23 +158,18 @@ def latest_tag(output_dir: str) -> str | None:
     return complete[-1] if complete else None
 
 
-def _check_world_size(tag_dir: str, world_size: int) -> None:
-    """ZeRO-3 shards optimizer state per rank: DeepSpeed cannot load them on another rank count, and fails
-    deep inside with a traceback. Say so up front."""
-    shards = [f for f in os.listdir(tag_dir) if f.startswith("zero_pp_rank_") and f.endswith("_optim_states.pt")]
-    if shards and len(shards) != world_size:
-        raise ValueError(f"checkpoint {tag_dir} was written by {len(shards)} data-parallel ranks, this run has "
-                         f"{world_size}: resume with {len(shards)} ranks (the data order itself can continue on "
-                         "any rank count), or convert it with tools/convert_to_hf.py and continue with "
-                         "model.init_from_hf (weights only; optimizer state restarts)")
-
-
 def load(engine, root: str, tag: str, rank: int) -> dict:
     if not is_complete(root, tag):
         raise FileNotFoundError(f"checkpoint {os.path.join(root, tag)} is incomplete (no {COMPLETE} marker: its "
                                 f"write was interrupted); resume from a complete one: {complete_tags(root)}")
-    _check_world_size(os.path.join(root, tag), engine.dp_world_size)
-    path, client_state = engine.load_checkpoint(root, tag=tag)
+    tag_dir = os.path.join(root, tag)
+    if universal.needs_universal(tag_dir, engine.dp_world_size):  # written by another rank count
+        if not engine.load_universal_checkpoint():
+            raise ValueError(f"checkpoint {tag_dir} was written by {universal.saved_world_size(tag_dir)} ranks, "
+                             f"this run has {engine.dp_world_size}: build the engine with universal.enable_in")
+        path, client_state = engine.load_checkpoint(tag_dir, tag=os.path.basename(universal.convert(tag_dir, rank)))
+    else:
+        path, client_state = engine.load_checkpoint(root, tag=tag)
     if path is None:
         raise FileNotFoundError(f"checkpoint {os.path.join(root, tag)} could not be loaded")
     rng_file = os.path.join(root, tag, f"rng_state_rank{rank}.pt")

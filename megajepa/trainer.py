@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megajepa import checkpoint, distributed, preemption
+from megajepa import checkpoint, distributed, preemption, universal
 from megajepa.compiling import compile_objective, use_flex_attention
 from megajepa.config import RunConfig
 from megajepa.data import corpus, preprocess
@@ -49,6 +49,9 @@ class Trainer:
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         seed_everything(cfg.seed)  # same on every rank: identical init whatever the world size
         ds = resolve_ds_config(cfg, self.world)  # config errors before any data or model work
+        self.resume_from = self._resume_target()
+        if self.resume_from and universal.needs_universal(os.path.join(*self.resume_from), self.world):
+            universal.enable_in(ds)  # written by another rank count: DeepSpeed re-partitions it on load
 
         self.tokenizer, self.epochs = self._data()
         # the eval set and eval.* are checked before the model is built
@@ -121,21 +124,24 @@ class Trainer:
         return Tokenizer.load(os.path.join(cache, "tokenizer.model"))
 
     # ------------------------------------------------------------------ checkpoints
-    def _resuming(self) -> bool:
-        return self.cfg.resume != "none" and (self.cfg.resume != "auto" or
-                                              checkpoint.latest_tag(self.cfg.output_dir) is not None)
-
-    def _maybe_resume(self) -> None:
+    def _resume_target(self) -> tuple[str, str] | None:
+        """(checkpoint root, tag) this run resumes from, or None for a fresh start."""
         if self.cfg.resume == "none":
-            return
+            return None
         if self.cfg.resume == "auto":
             tag = checkpoint.latest_tag(self.cfg.output_dir)
-            if tag is None:
+            return None if tag is None else (checkpoint.checkpoint_dir(self.cfg.output_dir), tag)
+        return os.path.split(os.path.abspath(self.cfg.resume))
+
+    def _resuming(self) -> bool:
+        return self.resume_from is not None
+
+    def _maybe_resume(self) -> None:
+        if self.resume_from is None:
+            if self.cfg.resume == "auto":
                 log.info("resume=auto: no checkpoint in %s, starting fresh", self.cfg.output_dir)
-                return
-            root = checkpoint.checkpoint_dir(self.cfg.output_dir)
-        else:
-            root, tag = os.path.split(os.path.abspath(self.cfg.resume))
+            return
+        root, tag = self.resume_from
         state = checkpoint.load(self.engine, root, tag, self.rank)
         self.step = state["step"]
         self.loader.load_state_dict(state["data"])

@@ -77,11 +77,16 @@ def test_model_flops_logged_per_device(two_rank_run):
     assert all(low < p < low + 12 * cfg.n_layers * cfg.dim * 256 for p in per_token), (per_token, low)
 
 
-def test_resume_on_another_rank_count_is_refused_clearly(two_rank_run):
+def test_resume_on_one_plain_process_converts_the_two_rank_checkpoint(two_rank_run, tmp_path):
+    """No launcher, one process: the 2-rank ZeRO-3 checkpoint goes through DeepSpeed's universal
+    checkpoint (tests/test_resume_other_world.py checks the losses; this checks the plain-python path)."""
     out, _ = two_rank_run
+    tag = os.path.join(out, "checkpoints", "step_00000030")
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={out}",
-                             *TINY, "train.max_steps=40", "resume=auto"],
+    result = subprocess.run([sys.executable, os.path.join(REPO, "megajepa", "train.py"),
+                             f"output_dir={tmp_path / 'one'}", *TINY, "train.max_steps=32", f"resume={tag}"],
                             capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "written by 2 data-parallel ranks, this run has 1" in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "written by 2 ranks: converting it to a universal checkpoint" in result.stderr
+    assert "resumed from" in result.stderr and "at step 30" in result.stderr
+    assert os.path.isfile(os.path.join(tmp_path, "one", "checkpoints", "step_00000032", "COMPLETE"))

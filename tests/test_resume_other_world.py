@@ -1,0 +1,64 @@
+"""Resume on another rank count (DeepSpeed universal checkpoint): a checkpoint of the 2-rank reference run
+resumed on 1 rank, and that run's checkpoint resumed on 2 ranks again, log the reference's losses.
+
+The global batch is kept (1 rank accumulates 4 micro-batches where 2 ranks accumulate 2 each), so every
+step sees the same rows and the same weights; only the order of the float sums differs, hence a tolerance
+instead of bitwise equality."""
+import json
+import os
+
+import pytest
+
+from run_helpers import RUN, STEPS, losses, reference_losses, run
+from run_helpers import deepspeed_cmd as two_rank_cmd
+
+RTOL = {"loss": 1e-5, "lm": 1e-5, "jepa": 1e-5, "grad_norm": 1e-4, "lr": 0.0}
+
+
+def one_rank_cmd(output_dir, *args):
+    cmd = two_rank_cmd(output_dir, *args)
+    cmd[cmd.index("--num_gpus") + 1] = "1"
+    return cmd
+
+
+def close_losses(got, want, steps):
+    for s in steps:
+        for key, rtol in RTOL.items():
+            assert got[s][key] == pytest.approx(want[s][key], rel=rtol, abs=1e-7), (s, key, got[s][key], want[s][key])
+
+
+def test_two_ranks_to_one_and_back(tmp_path, tmp_path_factory):
+    want = reference_losses(str(tmp_path_factory.getbasetemp()))
+    assert "train.grad_accum=2" in RUN
+    ref_ckpt = os.path.join(str(tmp_path_factory.getbasetemp()), "reference", "checkpoints", f"step_{STEPS - 2:08d}")
+
+    # 2 -> 1 rank: one rank accumulates both ranks' micro-batches; saves every step from here on
+    one = str(tmp_path / "one_rank")
+    rc, log = run(one_rank_cmd(one, f"resume={ref_ckpt}", "train.grad_accum=4", "train.save_interval=1"),
+                  str(tmp_path / "one_rank.log"))
+    assert rc == 0, log[-3000:]
+    assert "converting it to a universal checkpoint" in log, log[-3000:]
+    assert os.path.isfile(os.path.join(ref_ckpt, "universal", "CONVERTED"))
+    got = losses(one)
+    assert sorted(got) == [STEPS - 1, STEPS]
+    close_losses(got, want, [STEPS - 1, STEPS])
+
+    # 1 -> 2 ranks from the one-rank run's checkpoint at STEPS - 1
+    one_ckpt = os.path.join(one, "checkpoints", f"step_{STEPS - 1:08d}")
+    with open(os.path.join(one_ckpt, "COMPLETE")) as f:
+        assert json.loads(f.read())["world_size"] == 1
+    two = str(tmp_path / "two_ranks")
+    rc, log = run(two_rank_cmd(two, f"resume={one_ckpt}"), str(tmp_path / "two_ranks.log"))
+    assert rc == 0, log[-3000:]
+    got = losses(two)
+    assert sorted(got) == [STEPS]
+    close_losses(got, want, [STEPS])
+
+
+def test_same_rank_count_does_not_convert(tmp_path, tmp_path_factory):
+    reference_losses(str(tmp_path_factory.getbasetemp()))
+    ref_ckpt = os.path.join(str(tmp_path_factory.getbasetemp()), "reference", "checkpoints", f"step_{STEPS - 2:08d}")
+    out = str(tmp_path / "same")
+    rc, log = run(two_rank_cmd(out, f"resume={ref_ckpt}"), str(tmp_path / "same.log"))
+    assert rc == 0, log[-3000:]
+    assert "universal" not in log
