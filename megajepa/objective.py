@@ -29,7 +29,11 @@ class HybridObjective(nn.Module):
         mask = build_attention_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"], self.use_flex,
                                     self.model.config.sliding_window)
         hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
-        ntp_sum = self.model.lm_head(hidden, batch["labels"])
+        if "ntp_idx" in batch:  # the head only where a label is (packing.add_ntp_index)
+            ntp_sum = self.model.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["ntp_idx"]),
+                                         batch["ntp_labels"])
+        else:
+            ntp_sum = self.model.lm_head(hidden, batch["labels"])
         jepa_sum, cos_sum, pred, target = jepa_terms(
             hidden.reshape(-1, hidden.shape[-1]), batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)

@@ -165,3 +165,19 @@ def test_fused_ntp_equals_materialised_logits():
     g1 = torch.autograd.grad(fused, hidden)[0]
     g2 = torch.autograd.grad(ref, hidden)[0]
     assert torch.allclose(fused, ref, atol=1e-5) and torch.allclose(g1, g2, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 9, 100, 129, 700, 1024])
+def test_ntp_index_holds_exactly_the_labelled_positions(n):
+    """The output head runs on ntp_idx rows only: every labelled position once, padding ignored."""
+    from megajepa.packing import add_ntp_index
+
+    labels = torch.full((4, 256), IGNORE)
+    where = torch.randperm(1024, generator=torch.Generator().manual_seed(n))[:n]
+    labels.view(-1)[where] = torch.arange(n) % 50
+    batch = add_ntp_index({"labels": labels})
+    idx, lab = batch["ntp_idx"], batch["ntp_labels"]
+    real = lab != IGNORE
+    assert sorted(idx[real].tolist()) == sorted(where.tolist())
+    assert torch.equal(lab[real], labels.view(-1)[idx[real]])
+    assert len(idx) <= min(1024, max(8, n + n // 8 + 8))  # bounded padding, never past B * T

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from megajepa.data.examples import RecordError
-from megajepa.packing import IGNORE, PackedRow, bucket
+from megajepa.packing import IGNORE, PackedRow, add_ntp_index, bucket
 
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
 MANIFEST = "manifest.json"
@@ -195,4 +195,4 @@ class ShardRows:
         batch["pred_idx"] = torch.from_numpy(np.concatenate([flat[:, 0], np.zeros(pad, np.int64)]))
         batch["tgt_idx"] = torch.from_numpy(np.concatenate([flat[:, 1], np.zeros(pad, np.int64)]))
         batch["pair_mask"] = torch.tensor([1.0] * len(flat) + [0.0] * pad)
-        return batch
+        return add_ntp_index(batch)
