@@ -13,6 +13,7 @@ from megajepa.config import load_config
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
+from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM
 from megajepa.interop.hf_tokenizer import load_tokenizer
@@ -97,7 +98,8 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     assert 0 < c["jepa_examples"] < c["examples"]  # dropout and plain documents carry no JEPA views
     assert c["tokens"] == sum(r.n_real for r in want)
     # A batch read from the memory maps equals packing.collate over the epoch's permuted rows.
-    order = np.random.default_rng([cfg.seed, 3]).permutation(len(want))
+    order = FeistelShuffle(len(want), [cfg.seed, 3]).take(np.arange(len(want)))
+    assert sorted(order.tolist()) == list(range(len(want)))  # every row once per epoch
     got, ref = rows.batch(3, 5, 4), collate([want[i] for i in order[5:9]])
     assert got.keys() == ref.keys()
     for key in ref:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from megajepa.data.examples import RecordError
+from megajepa.data.permutation import FeistelShuffle
 from megajepa.packing import IGNORE, PackedRow, add_ntp_index, bucket
 
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
@@ -167,9 +168,10 @@ class ShardRows:
     def num_rows(self, epoch: int) -> int:
         return self.total
 
-    def order(self, epoch: int) -> np.ndarray:
+    def order(self, epoch: int) -> FeistelShuffle:
+        """Epoch `epoch`'s shuffle, evaluated per slice: no per-row array, whatever the corpus size."""
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.total))
+            self._order = (epoch, FeistelShuffle(self.total, [self.seed, epoch]))
         return self._order[1]
 
     def _locate(self, index: int) -> tuple[int, int]:
