@@ -45,7 +45,7 @@ def ensure_installed(timeout: float = 600) -> None:
 
 SLURM_CONF = """\
 ClusterName=megajepa-test
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost=localhost({ctld_addr})
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
@@ -54,11 +54,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={munge_socket}
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool-%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/slurmd-%n.log
 # no cgroups in a container: plain /proc process tracking, no task binding
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -79,12 +79,15 @@ KillWait=5
 InactiveLimit=0
 SlurmdTimeout=300
 SchedulerParameters=sched_interval=1
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{node_lines}
+PartitionName=test Nodes={node_names} Default=YES MaxTime=INFINITE State=UP
 """
 
 
 class SlurmCluster:
+    ctld_addr = "127.0.0.1"
+    nodes = {"localhost": "127.0.0.1"}  # node name -> address slurmctld reaches its slurmd at
+
     def __init__(self, root: str | None = None):
         self.dir = Path(root or tempfile.mkdtemp(prefix="megajepa-slurm-"))
         self.conf = self.dir / "slurm.conf"
@@ -94,7 +97,7 @@ class SlurmCluster:
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 60) -> "SlurmCluster":
         ensure_installed()
-        for sub in ("state", "spool", "munge"):
+        for sub in ("state", "munge", *(f"spool-{n}" for n in self.nodes)):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir / "munge", 0o700)
         key = self.dir / "munge" / "munge.key"
@@ -106,12 +109,19 @@ class SlurmCluster:
                      f"--pid-file={self.dir}/munge/munged.pid", f"--seed-file={self.dir}/munge/seed",
                      f"--log-file={self.dir}/munge/munged.log"], "munged")
         self._wait(lambda: sock.exists(), 10, "munged socket")
+        cpus = os.cpu_count() or 1
+        node_lines = "\n".join(f"NodeName={n} NodeAddr={a} CPUs={cpus} State=UNKNOWN" for n, a in self.nodes.items())
         self.conf.write_text(SLURM_CONF.format(d=self.dir, ctld_port=_free_port(), slurmd_port=_free_port(),
-                                               munge_socket=sock, cpus=os.cpu_count() or 1))
+                                               munge_socket=sock, ctld_addr=self.ctld_addr, node_lines=node_lines,
+                                               node_names=",".join(self.nodes)))
         self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld")
-        self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", "localhost"], "slurmd")
-        self._wait(self.node_idle, timeout, "node idle in sinfo")
+        for name in self.nodes:
+            self._spawn(self.slurmd_command(name), f"slurmd-{name}")
+        self._wait(self.node_idle, timeout, "nodes idle in sinfo")
         return self
+
+    def slurmd_command(self, node: str) -> list[str]:
+        return ["slurmd", "-D", "-f", str(self.conf), "-N", node]
 
     def stop(self) -> None:
         # jobs first (their processes belong to slurmd), then daemons in reverse start order
@@ -152,7 +162,7 @@ class SlurmCluster:
             if dead:
                 break
             time.sleep(0.5)
-        logs = "\n".join(self.logs(n) for n in ("munged", "slurmctld", "slurmd"))
+        logs = "\n".join(self.logs(n) for n in ("munged", "slurmctld", *(f"slurmd-{n}" for n in self.nodes)))
         self.stop()
         raise ClusterUnavailable(f"timed out waiting for {what} (dead: {dead}):\n{logs[-3000:]}")
 
@@ -171,7 +181,8 @@ class SlurmCluster:
 
     def node_idle(self) -> bool:
         p = self.run("sinfo", "-h", "-N", "-o", "%T", timeout=10, check=False)
-        return p.returncode == 0 and p.stdout.strip().lower().startswith("idle")
+        states = p.stdout.split()
+        return p.returncode == 0 and len(states) == len(self.nodes) and all(s.lower().startswith("idle") for s in states)
 
     # ------------------------------------------------------------------ jobs
     def sbatch(self, *args: str, env: dict | None = None, cwd: str | None = None) -> int:

@@ -1,6 +1,7 @@
 """Launcher probe: init_distributed, all_reduce the rank, print one JSON line per rank."""
 import json
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -15,5 +16,6 @@ t = torch.tensor([float(info.rank)])
 dist.all_reduce(t)
 barrier()
 print("PROBE " + json.dumps({"rank": info.rank, "local_rank": info.local_rank, "world": info.world_size,
-                             "launcher": info.launcher, "sum": t.item(), "main": is_main()}), flush=True)
+                             "launcher": info.launcher, "sum": t.item(), "main": is_main(),
+                             "host": socket.gethostname(), "master": info.master_addr}), flush=True)
 shutdown()
