@@ -44,9 +44,9 @@ class NetnsSlurmCluster(SlurmCluster):
         self._network_down()  # leftovers of an interrupted run
         try:
             self._network_up()
-        except ClusterUnavailable:
+        except (ClusterUnavailable, OSError, subprocess.SubprocessError) as e:
             self._network_down()
-            raise
+            raise ClusterUnavailable(f"network namespaces: {e}") from e
         return super().start(timeout)
 
     def stop(self) -> None:
