@@ -33,6 +33,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
 METRICS = ("exact", "prefix", "regex")
+DEFAULT_EVAL_EXAMPLES = 200
+
+
+def eval_files(eval_examples: int) -> tuple[str, str]:
+    """(predictions, metrics) file names in a run: another --eval-examples evaluates the same trained
+    run again beside the default evaluation instead of reusing it."""
+    if eval_examples == DEFAULT_EVAL_EXAMPLES:
+        return "predictions.jsonl", "metrics.json"
+    tag = "all" if eval_examples == 0 else f"first{eval_examples}"
+    return f"predictions_{tag}.jsonl", f"metrics_{tag}.json"
 ARMS = ("ntp", "jepa", "jepa_eqcompute", "jepa_infonce", "jepa_last")
 
 
@@ -56,7 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--eval-examples", type=int, default=200, help="first N of the test file (0: all)")
+    p.add_argument("--eval-examples", type=int, default=DEFAULT_EVAL_EXAMPLES,
+                   help="first N of the test file (0: all); a non-default N writes its own metrics file")
     p.add_argument("--analysis-examples", type=int, default=300, help="must exceed --dim")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
@@ -152,9 +163,10 @@ def train(args, arm: str, seed: int, setting: dict, train_file: str, tokenizer: 
 
 def evaluate(args, run: str, test_file: str) -> None:
     from megajepa.eval.generate import main as generate
-    if not os.path.isfile(os.path.join(run, "metrics.json")):
-        code = generate(["--model", run, "--input", test_file, "--output", os.path.join(run, "predictions.jsonl"),
-                         "--json", os.path.join(run, "metrics.json"), "--metric", ",".join(METRICS),
+    predictions, metrics = eval_files(args.eval_examples)
+    if not os.path.isfile(os.path.join(run, metrics)):
+        code = generate(["--model", run, "--input", test_file, "--output", os.path.join(run, predictions),
+                         "--json", os.path.join(run, metrics), "--metric", ",".join(METRICS),
                          "--max-examples", str(args.eval_examples), "--max-new-tokens", str(args.max_new_tokens)])
         if code:
             raise RuntimeError(f"evaluation of {run} failed")
@@ -166,9 +178,9 @@ def evaluate(args, run: str, test_file: str) -> None:
             raise RuntimeError(f"embedding analysis of {run} failed")
 
 
-def per_example(run: str, metric: str) -> list[bool]:
+def per_example(run: str, metric: str, predictions: str) -> list[bool]:
     from megajepa.eval.metrics import score
-    with open(os.path.join(run, "predictions.jsonl")) as f:
+    with open(os.path.join(run, predictions)) as f:
         rows = [json.loads(line) for line in f]
     return [e["correct"] for e in score(metric, rows)["per_example"]]
 
@@ -189,13 +201,14 @@ def mcnemar_p(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
     return only_a, only_b, p
 
 
-def summarize(runs: dict[str, dict[int, str]], settings: dict) -> dict:
+def summarize(runs: dict[str, dict[int, str]], settings: dict, eval_examples: int) -> dict:
+    predictions, metrics_file = eval_files(eval_examples)
     out = {"arms": {}, "tests": {}}
     for arm, by_seed in runs.items():
         acc = {m: [] for m in METRICS}
         lstsq, rel, seconds = [], [], []
         for seed, run in sorted(by_seed.items()):
-            with open(os.path.join(run, "metrics.json")) as f:
+            with open(os.path.join(run, metrics_file)) as f:
                 metrics = json.load(f)["metrics"]
             for m in METRICS:
                 acc[m].append(100 * metrics[m]["accuracy"])
@@ -220,8 +233,8 @@ def summarize(runs: dict[str, dict[int, str]], settings: dict) -> dict:
             for m in METRICS:
                 diffs = [out["arms"][arm][m]["per_seed"][sorted(runs[arm]).index(s)]
                          - out["arms"]["ntp"][m]["per_seed"][sorted(runs["ntp"]).index(s)] for s in seeds]
-                a = sum((per_example(runs[arm][s], m) for s in seeds), [])
-                b = sum((per_example(runs["ntp"][s], m) for s in seeds), [])
+                a = sum((per_example(runs[arm][s], m, predictions) for s in seeds), [])
+                b = sum((per_example(runs["ntp"][s], m, predictions) for s in seeds), [])
                 only_arm, only_ntp, p = mcnemar_p(a, b)
                 tests[m] = {"seed_diffs": diffs, "sign_flip_p": sign_flip_p(diffs),
                             "mcnemar": {"only_" + arm: only_arm, "only_ntp": only_ntp, "p": p}}
@@ -306,7 +319,7 @@ def main(argv=None) -> int:
             log(f"{arm} seed {seed}: done in {time.time() - t0:.0f}s")
     if args.no_summary:
         return 0
-    summary = summarize(runs, settings)
+    summary = summarize(runs, settings, args.eval_examples)
     summary.update(data=data_note, train_file=train_file, test_file=test_file, rows_per_epoch=rows,
                    config=vars(args), command=" ".join([os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:])))
     path = args.json or os.path.join(args.out, "results.json")
