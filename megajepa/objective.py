@@ -29,13 +29,13 @@ class HybridObjective(nn.Module):
         mask = build_attention_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"], self.use_flex,
                                     self.model.config.sliding_window)
         hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
+        flat = hidden.reshape(-1, hidden.shape[-1])
         if "ntp_idx" in batch:  # the head only where a label is (packing.add_ntp_index)
-            ntp_sum = self.model.lm_head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["ntp_idx"]),
-                                         batch["ntp_labels"])
+            ntp_sum = self.model.lm_head(flat.index_select(0, batch["ntp_idx"]), batch["ntp_labels"])
         else:
-            ntp_sum = self.model.lm_head(hidden, batch["labels"])
+            ntp_sum = self.model.lm_head(flat, batch["labels"])
         jepa_sum, cos_sum, pred, target = jepa_terms(
-            hidden.reshape(-1, hidden.shape[-1]), batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
+            flat, batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)
         loss = self.jepa.gamma * ntp_sum / ntp_denominator
         if self.jepa.lam > 0:

@@ -65,8 +65,9 @@ class Trainer:
             self.model_cfg = resolve_model_config(cfg.model, self.tokenizer.vocab_size)
         if self.rank == 0:
             log.info(describe(self.model_cfg))
-        model = build_model(self.model_cfg, ds, initialise=not (cfg.model.init_from_hf or self._resuming()))
-        if cfg.model.init_from_hf and not self._resuming():  # a resumed run loads its own checkpoint instead
+        resuming = self.resume_from is not None
+        model = build_model(self.model_cfg, ds, initialise=not (cfg.model.init_from_hf or resuming))
+        if cfg.model.init_from_hf and not resuming:  # a resumed run loads its own checkpoint instead
             load_hf_weights(model, self.hf_checkpoint, self.tokenizer.added_ids(), self.rank)
         model.activation_checkpointing = cfg.train.activation_checkpointing
         model.checkpoint_every = cfg.train.activation_checkpointing_every
@@ -132,9 +133,6 @@ class Trainer:
             tag = checkpoint.latest_tag(self.cfg.output_dir)
             return None if tag is None else (checkpoint.checkpoint_dir(self.cfg.output_dir), tag)
         return os.path.split(os.path.abspath(self.cfg.resume))
-
-    def _resuming(self) -> bool:
-        return self.resume_from is not None
 
     def _maybe_resume(self) -> None:
         if self.resume_from is None:
