@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "cluster"))
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: spawns launchers or trains for real; `pytest -m \"not slow\"` is the inner loop")
     config.addinivalue_line("markers", "slurm: needs a real (throwaway, local) Slurm cluster; skipped when it cannot start")
 
 

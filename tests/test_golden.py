@@ -1,0 +1,116 @@
+"""Golden losses (torchtitan's rule): fixed-seed CPU runs must log bitwise the losses recorded in
+tests/assets/golden/<case>.jsonl. A change that should not move numerics passes this unchanged; one that
+should regenerates the files in its own commit, saying why:
+
+    python tests/test_golden.py --regenerate [CASE ...]
+
+Every case spells out the settings it depends on, so a change of a default is not a change of numerics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "assets" / "golden"
+TERMS = ("loss", "lm", "jepa", "grad_norm", "lr")  # every logged loss term, plus the schedule
+BASE = ["data.task=regex", "data.num_train=240", "data.vocab_size=384", "data.seq_len=128", "model.preset=tiny",
+        "model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=128",
+        "train.micro_batch_size=2", "train.grad_accum=1", "train.max_steps=6", "train.warmup_steps=2",
+        "train.lr=1e-3", "train.log_interval=3", "train.save_interval=100", "seed=1234",
+        "jepa.lambda=1.0", "jepa.gamma=1.0", "jepa.predictors=1", "jepa.distance=cosine", "jepa.dropout=0.0"]
+CASES = {
+    "one_rank_cosine": dict(ranks=1, args=[]),
+    "two_ranks": dict(ranks=2, args=["train.grad_accum=2"]),
+    "shards": dict(ranks=1, prepare="shards", args=[]),
+    "infonce_two_ranks": dict(ranks=2, args=["jepa.distance=infonce", "jepa.temperature=0.1"]),
+    "continued_hf": dict(ranks=1, prepare="hf", args=["jepa.predictors=2"]),
+    "train_all_paraphrase": dict(ranks=1, args=["data.task=paraphrase", "data.train_all=true", "jepa.pairs=chain"]),
+}
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                             "MASTER_PORT") and not k.startswith("SLURM_")}
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # one thread: a fixed summation order
+    return env
+
+
+def _port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args: list[str], ranks: int) -> None:
+    cmd = [sys.executable, *args] if ranks == 1 else \
+        [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(ranks), "--master_port", str(_port()), *args]
+    p = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"{cmd} failed ({p.returncode}):\n{(p.stdout + p.stderr)[-4000:]}"
+
+
+def _tiny_hf_checkpoint(path: Path) -> str:
+    """A Llama checkpoint made here (from_config + save_pretrained), with a BPE tokenizer of its own."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from interop_fixtures import hf_model, hf_tokenizer, save_hf
+
+    tokenizer = hf_tokenizer()
+    return save_hf(path, hf_model("llama", len(tokenizer), seed=3), tokenizer)
+
+
+def run_case(name: str, work: Path) -> dict[int, dict]:
+    """Train case `name` under `work`; step -> its losses.jsonl record."""
+    case, out = CASES[name], work / name
+    args = [*BASE, *case["args"]]
+    if case.get("prepare") == "shards":
+        shards = work / f"{name}_shards"
+        _run(["tools/preprocess_data.py", "--out", str(shards), "--workers", "1", "--no-progress", *args], 1)
+        args.append(f"data.shards={shards}")
+    if case.get("prepare") == "hf":
+        # the architecture and tokenizer come from the checkpoint
+        args = [a for a in args if not a.startswith(("model.", "data.vocab_size"))] + \
+            [f"model.init_from_hf={_tiny_hf_checkpoint(work / f'{name}_hf')}"]
+    _run(["megajepa/train.py", f"output_dir={out}", *args], case["ranks"])
+    with open(out / "losses.jsonl") as f:
+        return {r["step"]: r for r in map(json.loads, filter(str.strip, f))}
+
+
+def golden(name: str) -> dict[int, dict]:
+    with open(GOLDEN / f"{name}.jsonl") as f:
+        return {r["step"]: r for r in map(json.loads, filter(str.strip, f))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_losses_equal_the_golden_files_bitwise(name, tmp_path):
+    want, got = golden(name), run_case(name, tmp_path)
+    assert sorted(got) == sorted(want), (sorted(got), sorted(want))
+    for step in sorted(want):
+        for key in TERMS:
+            assert got[step][key] == want[step][key], (name, step, key, got[step][key], want[step][key])
+
+
+def regenerate(names: list[str]) -> None:
+    import tempfile
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            records = run_case(name, Path(tmp))
+            with open(GOLDEN / f"{name}.jsonl", "w") as f:
+                for step in sorted(records):
+                    f.write(json.dumps({"step": step, **{k: records[step][k] for k in TERMS}}) + "\n")
+            print(f"wrote {GOLDEN / name}.jsonl ({len(records)} steps)")
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regenerate", action="store_true", required=True)
+    parser.add_argument("cases", nargs="*", default=sorted(CASES))
+    regenerate(parser.parse_args().cases)
