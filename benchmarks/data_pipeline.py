@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="shards,memory", help="training runs per preset (empty: batch latency only)")
     args = p.parse_args(argv)
     steps = dict((k, int(v)) for k, v in (s.split("=") for s in args.steps.split(",")))
-    from megajepa.tokenizer import train_tokenizer
+    from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 
     results = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}, "preprocess": {}, "wait": {}}
     with tempfile.TemporaryDirectory() as tmp:

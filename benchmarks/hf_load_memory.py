@@ -79,10 +79,10 @@ def probe(hf_dir: str, out: str) -> None:
     """One rank: partitioned build, then the loading under measurement."""
     from megajepa import distributed
     from megajepa.config import load_config
-    from megajepa.engine import build_model, resolve_ds_config
+    from megajepa.data.tokenizer.hf import HFTokenizer
     from megajepa.interop.hf_files import HFCheckpoint
-    from megajepa.interop.hf_tokenizer import HFTokenizer
     from megajepa.interop.load_hf import load_hf_weights, model_config_for
+    from megajepa.training.engine import build_model, resolve_ds_config
 
     info = distributed.init_distributed()
     cfg = load_config(None, [f"model.init_from_hf={hf_dir}"])

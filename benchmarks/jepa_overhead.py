@@ -35,11 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
 from megajepa.data.examples import BadRecordReport, tokenize_records  # noqa: E402
 from megajepa.data.loader import PackedEpochs  # noqa: E402
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, collate, view_pairs  # noqa: E402
 from megajepa.data.synthetic import task_module  # noqa: E402
-from megajepa.model import Transformer, describe, resolve_model_config  # noqa: E402
-from megajepa.objective import HybridObjective  # noqa: E402
-from megajepa.packing import IGNORE, LayoutConfig, Specials, collate, view_pairs  # noqa: E402
-from megajepa.tokenizer import train_tokenizer  # noqa: E402
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
+from megajepa.model.transformer import Transformer, describe, resolve_model_config  # noqa: E402
+from megajepa.objective.hybrid import HybridObjective  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_FILE = os.path.join(REPO, "..", "shared", "datasets", "llm-jepa", "synth_train.jsonl")

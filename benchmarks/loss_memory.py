@@ -2,7 +2,7 @@
 
     python benchmarks/loss_memory.py --json runs/bench/loss_memory.json
 
-fused:        F.linear_cross_entropy(h, W, y, options=megajepa.losses.chunk_options(h, V)): the training
+fused:        F.linear_cross_entropy(h, W, y, options=megajepa.objective.losses.chunk_options(h, V)): the training
               path's chunks (torch's heuristic on GPUs, a 128 MB logits budget on CPU);
               --batch-chunk-size N forces N-token chunks, 0 torch's own heuristic
 materialised: F.cross_entropy(h @ W.T, y)                                           ([N, V] logits)
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from megajepa.losses import chunk_options  # noqa: E402
+from megajepa.objective.losses import chunk_options  # noqa: E402
 
 VARIANTS = ("fused", "materialised")
 

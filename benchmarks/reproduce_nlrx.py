@@ -102,7 +102,7 @@ def train_records(train_file: str) -> list:
 
 def prepare_tokenizer(args, train_file: str) -> str:
     from megajepa.data.corpus import record_texts
-    from megajepa.tokenizer import train_tokenizer
+    from megajepa.data.tokenizer.sentencepiece import train_tokenizer
     path = os.path.join(args.out, "tokenizer", "tokenizer.model")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -114,8 +114,8 @@ def rows_per_epoch(args, train_file: str, tokenizer_path: str) -> dict[str, int]
     """Packed rows in one epoch with and without the JEPA views (same packer as the trainer)."""
     from megajepa.data.examples import BadRecordReport, tokenize_records
     from megajepa.data.loader import PackedEpochs
-    from megajepa.packing import LayoutConfig, Specials
-    from megajepa.tokenizer import Tokenizer
+    from megajepa.data.packing import LayoutConfig, Specials
+    from megajepa.data.tokenizer.sentencepiece import Tokenizer
     tok = Tokenizer.load(tokenizer_path)
     examples = tokenize_records(train_records(train_file), tok, 1, "skip", BadRecordReport())
     out = {}

@@ -32,12 +32,12 @@ sys.path.insert(0, REPO)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from megajepa.attention import dense_mask  # noqa: E402
 from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.interop.hf_mapping import to_hf_config, to_hf_state_dict  # noqa: E402
-from megajepa.model import Transformer, resolve_model_config  # noqa: E402
-from megajepa.objective import HybridObjective  # noqa: E402
-from megajepa.packing import IGNORE, LayoutConfig, Specials, build_unit, collate, place  # noqa: E402
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, collate, place  # noqa: E402
+from megajepa.interop.adapter import to_hf_config, to_hf_state_dict  # noqa: E402
+from megajepa.model.attention import dense_mask  # noqa: E402
+from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402
+from megajepa.objective.hybrid import HybridObjective  # noqa: E402
 
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
 VARIANTS = ("ours", "ours_compiled", "hf")
@@ -71,7 +71,7 @@ def build(variant: str, cfg: ModelConfig, weights: dict | None = None):
         if weights is not None:
             model.model.load_state_dict(weights)
         if variant == "ours_compiled":
-            from megajepa.compiling import compile_objective
+            from megajepa.training.compiling import compile_objective
             compile_objective(model)
     else:
         model = transformers.AutoModelForCausalLM.from_config(to_hf_config(cfg), attn_implementation="sdpa")

@@ -55,9 +55,9 @@ def main(argv=None) -> int:
 
     from megajepa import distributed
     from megajepa.data.examples import RecordError
-    from megajepa.nonfinite import EXIT_NONFINITE, NonFiniteError
-    from megajepa.preemption import EXIT_REQUEUE, Preempted
-    from megajepa.trainer import Trainer
+    from megajepa.training.guards.nonfinite import EXIT_NONFINITE, NonFiniteError
+    from megajepa.training.guards.preemption import EXIT_REQUEUE, Preempted
+    from megajepa.training.trainer import Trainer
 
     info = distributed.init_distributed(cfg.train.dist_timeout_minutes)  # a dead or hung rank fails us in time
     try:

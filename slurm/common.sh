@@ -90,7 +90,7 @@ megajepa_train() {  # megajepa_train [override...]: one srun task per rank, resu
     kill -0 "$MEGAJEPA_STEP_PID" 2>/dev/null || break
   done
   trap - USR1
-  # 75: the ranks stopped on SIGUSR1/SIGTERM and saved a checkpoint (megajepa/preemption.py), even when
+  # 75: the ranks stopped on SIGUSR1/SIGTERM and saved a checkpoint (megajepa/training/guards/preemption.py), even when
   # the signal went to the step rather than to this shell.
   if [[ "$MEGAJEPA_REQUEUE" == 1 || "$rc" == 75 ]]; then
     echo "[megajepa] step exited rc=$rc after USR1 or a checkpointed stop: requeueing job $SLURM_JOB_ID" >&2

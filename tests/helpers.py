@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from megajepa.config import ModelConfig
-from megajepa.model import Transformer, resolve_model_config
-from megajepa.packing import Specials
+from megajepa.data.packing import Specials
+from megajepa.model.transformer import Transformer, resolve_model_config
 
 VOCAB = 96
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
@@ -55,7 +55,8 @@ def _gloo_entry(rank, world_size, port, fn, args):
 def random_packed_batch(seed: int, seq_len: int = 96, n: int = 14, high: int = 12, predictors: int | None = None):
     """Collated rows packed from random two-view examples (random k, embed_at, JEPA dropout; padded)."""
     import numpy as np
-    from megajepa.packing import LayoutConfig, build_unit, collate, place
+
+    from megajepa.data.packing import LayoutConfig, build_unit, collate, place
 
     rng = np.random.default_rng(seed)
     k = int(rng.integers(0, 4)) if predictors is None else predictors

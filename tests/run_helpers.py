@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from megajepa import step_log
+from megajepa.training.logs import step_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, "megajepa", "train.py")

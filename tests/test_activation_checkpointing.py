@@ -2,11 +2,10 @@
 equal the run that keeps every activation. (~3 s)"""
 import pytest
 import torch
-
-from megajepa.attention import dense_mask
-from megajepa.config import ConfigError, load_config
-
 from helpers import random_packed_batch, tiny_model
+
+from megajepa.config import ConfigError, load_config
+from megajepa.model.attention import dense_mask
 
 
 def loss_grads_and_calls(every: int | None):

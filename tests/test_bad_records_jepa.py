@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import SPECIALS
 
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import PackedEpochs
+from megajepa.data.packing import LayoutConfig
 from megajepa.data.sources import Source
-from megajepa.packing import LayoutConfig
-
-from helpers import SPECIALS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ_LEN = 64

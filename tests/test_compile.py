@@ -7,12 +7,11 @@ import copy
 import pytest
 import torch
 import torch._dynamo
-
-from megajepa.compiling import compile_objective
-from megajepa.config import JepaConfig
-from megajepa.objective import HybridObjective
-
 from helpers import random_packed_batch, tiny_model
+
+from megajepa.config import JepaConfig
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.training.compiling import compile_objective
 
 
 def loss_and_grads(objective, batch):
@@ -53,8 +52,9 @@ def test_train_compile_under_zero3_matches_eager(tmp_path):
     import subprocess
     import sys
 
-    from megajepa import step_log
     from run_helpers import TINY, TRAIN, env
+
+    from megajepa.training.logs import step_log
 
     losses = {}
     for flag in ("false", "true"):

@@ -4,13 +4,12 @@ count, and refused when the checkpoint's data differs. In-memory rows and memory
 import numpy as np
 import pytest
 import torch
+from helpers import SPECIALS, random_views
 
 from megajepa.data.examples import Example
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
-from megajepa.data.shards import ShardWriter, ShardRows, write_manifest
-from megajepa.packing import LayoutConfig
-
-from helpers import SPECIALS, random_views
+from megajepa.data.packing import LayoutConfig
+from megajepa.data.shards import ShardRows, ShardWriter, write_manifest
 
 SEQ = 64
 

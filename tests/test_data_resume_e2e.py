@@ -9,7 +9,7 @@ import sys
 from megajepa.config import load_config
 from megajepa.data.preprocess import preprocess
 from megajepa.data.synthetic import generate
-from megajepa.tokenizer import train_tokenizer
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["data.seq_len=128", "train.micro_batch_size=4", "model.dim=64", "model.n_layers=2", "model.n_heads=4",

@@ -13,13 +13,13 @@ from megajepa.config import load_config
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
+from megajepa.data.packing import LayoutConfig, Specials, collate, place
 from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM
-from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.data.shards import ShardRows
-from megajepa.packing import LayoutConfig, Specials, collate, place
-from megajepa.tokenizer import Tokenizer, train_tokenizer
+from megajepa.data.tokenizer.hf import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import Tokenizer, train_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CHUNK = 128  # several chunks from a small corpus

@@ -3,13 +3,13 @@ the least-squares residual."""
 import numpy as np
 import pytest
 import torch
+from helpers import SPECIALS as SP
+from helpers import random_views, tiny_model
 
 from megajepa.config import JepaConfig
+from megajepa.data.packing import LayoutConfig, build_unit, collate, place
 from megajepa.eval.embeddings import analyze, embed_pairs, linear_map_error
-from megajepa.objective import HybridObjective
-from megajepa.packing import LayoutConfig, build_unit, collate, place
-
-from helpers import SPECIALS as SP, random_views, tiny_model
+from megajepa.objective.hybrid import HybridObjective
 
 
 class IdTokenizer:

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
+from test_generation import recompute_greedy
 
 from megajepa.data.corpus import synthetic_split
 from megajepa.eval.generate import main as generate_main
 from megajepa.eval.load import load_model
-from test_generation import recompute_greedy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=128",
@@ -75,8 +75,9 @@ def test_cli_matches_training_eval_and_recompute(trained):
 
 
 def test_cli_on_converted_hf_dir(trained):
-    from megajepa.interop.hf_mapping import to_hf_config, to_hf_state_dict
     import transformers
+
+    from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
     tmp, run, test_file, _ = trained
     loaded = load_model(str(run))
     cfg = loaded.model.config
@@ -193,10 +194,11 @@ def test_default_eval_set_is_the_synthetic_test_split_with_its_databases(tmp_pat
 @pytest.mark.parametrize("with_system", [False, True])
 def test_prompt_is_the_packed_stream_prefix_before_code(with_system):
     """The generation prompt is exactly what the trainer's stream holds before Code (chat prompt or not)."""
-    from megajepa.eval.generate import items_from_records, prompt_ids
-    from megajepa.packing import LayoutConfig, build_unit
     from helpers import SPECIALS as SP
     from test_embeddings import IdTokenizer
+
+    from megajepa.data.packing import LayoutConfig, build_unit
+    from megajepa.eval.generate import items_from_records, prompt_ids
     record = {"messages": [{"role": "system", "content": "40 41"}, {"role": "user", "content": "20 21 22"},
                            {"role": "assistant", "content": "30 31"}]}
     item = items_from_records([record])[0]

@@ -14,10 +14,10 @@ import time
 
 import pytest
 import torch
-
-from megajepa import checkpoint
-from megajepa.nonfinite import EXIT_NONFINITE, NonFiniteError, NonFiniteGuard, poison
 from run_helpers import FAULTS, RUN, TRAIN, deepspeed_cmd, env, free_port, losses, start, wait_for_step
+
+from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.guards.nonfinite import EXIT_NONFINITE, NonFiniteError, NonFiniteGuard, poison
 
 
 # ------------------------------------------------------------------ unit: bookkeeping

@@ -3,11 +3,10 @@ materialisations. Forward only: FlexAttention has no CPU backward. (~30 s: one C
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_packed_batch, tiny_model
 from torch.nn.attention.flex_attention import create_mask
 
-from megajepa.attention import block_mask, dense_mask, flex_attend
-
-from helpers import random_packed_batch, tiny_model
+from megajepa.model.attention import block_mask, dense_mask, flex_attend
 
 BLOCK = 8  # small blocks so a short row has full, partial and empty blocks
 

@@ -3,13 +3,11 @@ the dense mask it stands for. (~5 s)"""
 import pytest
 import torch
 from deepspeed.profiling.flops_profiler import FlopsProfiler
+from helpers import random_packed_batch, tiny_model
 from torch import nn
 
-from megajepa import flops
-from megajepa.attention import dense_mask
-from megajepa.model import Attention, OutputHead
-
-from helpers import random_packed_batch, tiny_model
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Attention, OutputHead, flops
 
 
 def random_batch(seed: int, k: int = 2):

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
-from megajepa.generation import greedy_generate
-from megajepa.interop.hf_mapping import to_hf_config, to_hf_state_dict
-
 from helpers import VOCAB, tiny_model
+
+from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
+from megajepa.model.generation import greedy_generate
 
 PAD = 0
 SHARP = 0.3  # large weights: peaked attention, so a wrong mask or position changes the argmax

@@ -9,10 +9,9 @@ import os
 
 import torch
 import torch.nn.functional as F
-
-from megajepa.losses import gather_across_ranks, jepa_terms
-
 from helpers import run_gloo_ranks
+
+from megajepa.objective.losses import gather_across_ranks, jepa_terms
 
 DIM, TEMPERATURE = 16, 0.3
 PAIRS = (3, 7)  # valid pairs on rank 0 and rank 1

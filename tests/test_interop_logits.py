@@ -6,16 +6,15 @@ import os
 
 import pytest
 import torch
-
-from megajepa.attention import dense_mask
-from megajepa.interop.hf_files import CheckpointError, HFCheckpoint
-from megajepa.interop.hf_mapping import UnsupportedCheckpoint, architecture_for, to_hf_config, to_hf_state_dict
-from megajepa.interop.hf_tokenizer import HFTokenizer
-from megajepa.interop.load_hf import load_hf_weights, model_config_for
-from megajepa.model import Transformer
-from megajepa.tokenizer import PREDICTORS, SEP
-
 from interop_fixtures import MODELS, hf_model, hf_tokenizer, save_hf
+
+from megajepa.data.tokenizer.hf import HFTokenizer
+from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP
+from megajepa.interop.adapter import UnsupportedCheckpoint, architecture_for, to_hf_config, to_hf_state_dict
+from megajepa.interop.hf_files import CheckpointError, HFCheckpoint
+from megajepa.interop.load_hf import load_hf_weights, model_config_for
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Transformer
 
 ARCHS = ["llama", "qwen2", "mistral"]
 
@@ -142,7 +141,7 @@ def test_init_from_hf_config_errors_come_before_any_compute(tmp_path):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_generation_matches_transformers(arch, tmp_path):
     """Past Mistral's 8-token window, so the cached decode must apply it as transformers does."""
-    from megajepa.generation import greedy_generate
+    from megajepa.model.generation import greedy_generate
     ref = hf_model(arch, 96, seed=7, tie=arch == "qwen2")
     ckpt = HFCheckpoint(save_hf(tmp_path / arch, ref))
     model = Transformer(ckpt.model_config).eval()

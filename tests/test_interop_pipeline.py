@@ -8,14 +8,13 @@ import re
 import pytest
 import torch
 import transformers
-
-from megajepa.attention import dense_mask
-from megajepa.config import ModelConfig, load_config
-from megajepa.interop.hf_tokenizer import HFTokenizer
-from megajepa.model import Transformer
-from megajepa.tokenizer import PREDICTORS, SEP, Tokenizer
-
 from interop_fixtures import TINY_RUN, hf_model, hf_tokenizer, run, save_hf
+
+from megajepa.config import ModelConfig, load_config
+from megajepa.data.tokenizer.hf import HFTokenizer
+from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP, Tokenizer
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Transformer
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -56,7 +55,7 @@ def pretrained(tmp_path_factory):
 def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained):
     from megajepa.data.corpus import synthetic_split
     from megajepa.data.records import record_views
-    from megajepa.generation import greedy_generate
+    from megajepa.model.generation import greedy_generate
     run_dir, hf_dir = pretrained
     ours, client = consolidated_model(run_dir)
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
@@ -84,7 +83,7 @@ def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained)
         [[sp.sep_id]] + [[i] for i in sp.predictor_ids]
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (sp.bos_id, sp.eos_id, sp.pad_id)
     # the chat template renders a conversation exactly as the packer laid out training streams
-    from megajepa.packing import LayoutConfig, Specials, build_unit
+    from megajepa.data.packing import LayoutConfig, Specials, build_unit
     for v in views:
         chat = [{"role": "system", "content": "not rendered"}, {"role": "user", "content": v[0]},
                 {"role": "assistant", "content": v[1]}]

@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import SPECIALS, random_views, tiny_model
 
 from megajepa.config import JepaConfig
 from megajepa.data.examples import Example
 from megajepa.data.loader import PackedEpochs
-from megajepa.objective import HybridObjective
-from megajepa.packing import LayoutConfig, collate
-
-from helpers import SPECIALS, random_views, tiny_model
+from megajepa.data.packing import LayoutConfig, collate
+from megajepa.objective.hybrid import HybridObjective
 
 LAYOUT = LayoutConfig(predictors=2)
 

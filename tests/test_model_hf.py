@@ -2,13 +2,12 @@
 import pytest
 import torch
 import transformers
-
-from megajepa.attention import dense_mask
-from megajepa.interop.hf_mapping import to_hf_config, to_hf_state_dict
-from megajepa.model import PRESETS, count_parameters, resolve_model_config
-from megajepa.config import ModelConfig
-
 from helpers import VOCAB, tiny_model
+
+from megajepa.config import ModelConfig
+from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import PRESETS, count_parameters, resolve_model_config
 
 
 def _causal_meta(b, t):
@@ -43,7 +42,7 @@ def test_parameter_count_matches_module():
 
 def test_llama3_rope_scaling_matches_transformers():
     """Llama-3.1/3.2 checkpoints remap RoPE frequencies; positions past the original context exercise it."""
-    from megajepa.interop.hf_mapping import from_hf_config
+    from megajepa.interop.adapter import from_hf_config
     scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
     model = tiny_model(seed=2, rope_theta=500000.0, rope_scaling=scaling, max_seq_len=128)

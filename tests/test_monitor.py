@@ -7,10 +7,10 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from megajepa.monitor import CollapseMonitor, collapse_stats, effective_rank
-
 from helpers import run_gloo_ranks
+
+from megajepa.objective.geometry import collapse_stats, effective_rank
+from megajepa.training.guards.collapse import CollapseMonitor
 
 
 def matrix_with_singular_values(s, n=40, seed=0):

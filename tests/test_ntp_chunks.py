@@ -3,7 +3,7 @@ partial last one) give the loss and gradients of materialised logits. (~2 s)"""
 import torch
 import torch.nn.functional as F
 
-from megajepa import losses
+from megajepa.objective.hybrid import losses
 
 
 def test_chunked_ntp_equals_materialised(monkeypatch):

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SPECIALS as SP
+from helpers import random_views, tiny_model
 
-from megajepa.attention import dense_mask
 from megajepa.config import JepaConfig
-from megajepa.objective import HybridObjective
-from megajepa.packing import IGNORE, LayoutConfig, build_unit, collate, place
-
-from helpers import SPECIALS as SP, random_views, tiny_model
+from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
+from megajepa.model.attention import dense_mask
+from megajepa.objective.hybrid import HybridObjective
 
 LAYOUTS = {  # name: (LayoutConfig fields, views per example, with prompt)
     **{f"k{k}": (dict(predictors=k), 2, False) for k in range(11)},  # k1 is the default layout

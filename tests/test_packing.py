@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from megajepa.attention import dense_mask
-from megajepa.packing import IGNORE, LayoutConfig, build_unit, collate, place
-
 from helpers import SPECIALS, random_views, tiny_model
+
+from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
+from megajepa.model.attention import dense_mask
 
 SP = SPECIALS
 
@@ -170,7 +169,7 @@ def test_fused_ntp_equals_materialised_logits():
 @pytest.mark.parametrize("n", [0, 1, 8, 9, 100, 129, 700, 1024])
 def test_ntp_index_holds_exactly_the_labelled_positions(n):
     """The output head runs on ntp_idx rows only: every labelled position once, padding ignored."""
-    from megajepa.packing import add_ntp_index
+    from megajepa.data.packing import add_ntp_index
 
     labels = torch.full((4, 256), IGNORE)
     where = torch.randperm(1024, generator=torch.Generator().manual_seed(n))[:n]

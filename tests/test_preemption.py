@@ -7,11 +7,10 @@ import re
 import signal
 
 import psutil
+from run_helpers import STEPS, deepspeed_cmd, losses, rank_pids, reference_losses, same_losses, start, wait_for_step
 
-from megajepa import checkpoint
-from megajepa.preemption import EXIT_REQUEUE
-from run_helpers import (STEPS, deepspeed_cmd, losses, rank_pids, reference_losses, same_losses, start,
-                         wait_for_step)
+from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.guards.preemption import EXIT_REQUEUE
 
 
 def stopped_ranks(log: str, step: int, signame: str) -> set[str]:
@@ -58,7 +57,7 @@ def test_sigterm_then_usr1_on_one_rank_checkpoint_and_resume(tmp_path_factory):
 
 
 def test_stop_signals_record_the_first_signal_and_restore_the_old_handlers():
-    from megajepa.preemption import StopSignals
+    from megajepa.training.guards.preemption import StopSignals
     before = signal.getsignal(signal.SIGUSR1)
     stop = StopSignals()
     try:

@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-
 from run_helpers import RUN, STEPS, free_port, losses, reference_losses, same_losses, wait_for_step
 from test_slurm import _submit
 

@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-
 from run_helpers import RUN, STEPS, losses, reference_losses, run
 from run_helpers import deepspeed_cmd as two_rank_cmd
 

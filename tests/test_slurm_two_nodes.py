@@ -4,7 +4,6 @@ import os
 import subprocess
 
 import pytest
-
 from test_slurm import ROOT, _env, _probes
 
 pytestmark = pytest.mark.slurm

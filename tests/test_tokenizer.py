@@ -9,8 +9,14 @@ import sys
 import pytest
 import sentencepiece as spm
 
-from megajepa import tokenizer as T
-from megajepa.tokenizer import Tokenizer, TokenizerError, load_or_train, save_hf_tokenizer, train_tokenizer
+from megajepa.data.tokenizer import sentencepiece as T
+from megajepa.data.tokenizer.sentencepiece import (
+    Tokenizer,
+    TokenizerError,
+    load_or_train,
+    save_hf_tokenizer,
+    train_tokenizer,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [

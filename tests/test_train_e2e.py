@@ -63,9 +63,9 @@ def test_model_flops_logged_per_device(two_rank_run):
     """throughput/gflops (per device) over throughput/tokens_per_s (global) is the model FLOPs per token:
     at least 6 x the matmul weights, plus attention of at most seq_len keys per query."""
     from megajepa.config import ModelConfig
-    from megajepa.flops import matmul_params
-    from megajepa.model import resolve_model_config
-    from megajepa.tokenizer import Tokenizer
+    from megajepa.data.tokenizer.sentencepiece import Tokenizer
+    from megajepa.model.flops import matmul_params
+    from megajepa.model.transformer import resolve_model_config
 
     out = two_rank_run[0]
     vocab = Tokenizer.load(os.path.join(out, "tokenizer", "tokenizer.model")).vocab_size

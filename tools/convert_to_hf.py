@@ -34,9 +34,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from megajepa.interop.export_hf import convert_to_hf
+    from megajepa.data.tokenizer.sentencepiece import TokenizerError
+    from megajepa.interop.export import convert_to_hf
     from megajepa.interop.hf_files import CheckpointError
-    from megajepa.tokenizer import TokenizerError
 
     try:
         template = None

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from megajepa.config import ConfigError, load_config  # after parsing: --help stays instant
     from megajepa.data.examples import RecordError
     from megajepa.data.preprocess import preprocess
-    from megajepa.tokenizer import TokenizerError
+    from megajepa.data.tokenizer.sentencepiece import TokenizerError
 
     try:
         cfg = load_config(args.config, args.overrides)

@@ -17,7 +17,7 @@ import sys
 from typing import Iterable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from megajepa.tokenizer import train_tokenizer  # noqa: E402
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
 
 FIELDS = ("text", "views", "messages")
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from megajepa.data.examples import BadRecordReport, Example, RecordError
-from megajepa.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, collate, place
+from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, collate, place
 
 log = logging.getLogger(__name__)
 

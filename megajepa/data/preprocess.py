@@ -18,11 +18,11 @@ import time
 
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport
+from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.row_pool import RowPool, chunks
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
-from megajepa.interop.hf_tokenizer import load_tokenizer
-from megajepa.packing import LayoutConfig, Specials
-from megajepa.tokenizer import MODEL_FILE, Tokenizer, load_or_train
+from megajepa.data.tokenizer.hf import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
 HF_DIR = "tokenizer_hf"  # a transformers tokenizer stored with the shards
@@ -71,7 +71,7 @@ def _tokenizer(cfg, out_dir: str) -> str:
     (model.init_from_hf), data.tokenizer (a sentencepiece file or a transformers directory), else a
     sentencepiece model trained on the first records of the mixture."""
     if cfg.model.init_from_hf or (cfg.data.tokenizer and os.path.isdir(cfg.data.tokenizer)):
-        from megajepa.interop.hf_tokenizer import HFTokenizer
+        from megajepa.data.tokenizer.hf import HFTokenizer
         HFTokenizer(cfg.model.init_from_hf or cfg.data.tokenizer).save(os.path.join(out_dir, HF_DIR))
         return os.path.join(out_dir, HF_DIR)
     target = os.path.join(out_dir, MODEL_FILE)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from megajepa.data.examples import RecordError
+from megajepa.data.packing import IGNORE, PackedRow, add_ntp_index, bucket
 from megajepa.data.permutation import FeistelShuffle
-from megajepa.packing import IGNORE, PackedRow, add_ntp_index, bucket
 
 FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
 MANIFEST = "manifest.json"

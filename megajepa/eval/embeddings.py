@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from megajepa.monitor import collapse_stats, effective_rank
+from megajepa.objective.geometry import collapse_stats, effective_rank
 
 
 def view_sequences(tokenizer, text: str, code: str, predictors: int, embed_at: str) -> tuple[list, list, list]:

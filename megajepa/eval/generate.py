@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from megajepa.data.examples import system_turn
 from megajepa.data.records import BadRecord, record_views
 from megajepa.eval.metrics import METRICS, score
-from megajepa.generation import greedy_generate
+from megajepa.model.generation import greedy_generate
 
 
 class InputError(ValueError):

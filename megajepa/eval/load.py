@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from megajepa.config import ModelConfig
-from megajepa.model import Transformer
+from megajepa.model.transformer import Transformer
 
 
 class LoadError(ValueError):
@@ -19,7 +19,7 @@ class LoadError(ValueError):
 @dataclass
 class LoadedModel:
     model: Transformer
-    tokenizer: object  # megajepa.tokenizer.Tokenizer or interop.hf_tokenizer.HFTokenizer
+    tokenizer: object  # megajepa.data.tokenizer.sentencepiece.Tokenizer or interop.hf_tokenizer.HFTokenizer
     run_config: dict | None  # the training run's config (megajepa checkpoints), else None
     source: str  # what was loaded, for reports
 
@@ -27,7 +27,7 @@ class LoadedModel:
 def _legacy(root: str) -> str | None:
     """Checkpoints from before the COMPLETE marker (no tag has one): DeepSpeed's own `latest`, which it
     writes after the tag's files."""
-    from megajepa import checkpoint
+    from megajepa.training.checkpoint import store as checkpoint
     latest = os.path.join(root, "latest")
     if checkpoint.complete_tags(root) or not os.path.isfile(latest):
         return None
@@ -38,7 +38,7 @@ def _legacy(root: str) -> str | None:
 def resolve_tag(path: str) -> tuple[str, str]:
     """(checkpoints root, tag) for a run dir or a `checkpoints/` dir (its newest complete tag, as resume
     picks it) or one tag dir (which must be complete)."""
-    from megajepa import checkpoint
+    from megajepa.training.checkpoint import store as checkpoint
     path = os.path.abspath(path)
     if glob.glob(os.path.join(path, "*model_states.pt")):
         root, tag = os.path.dirname(path), os.path.basename(path)
@@ -81,9 +81,9 @@ def _find_tokenizer(recorded: str, root: str, override: str | None) -> str:
 
 def load_tokenizer(path: str):
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "tokenizer.model")):
-        from megajepa.interop.hf_tokenizer import HFTokenizer  # a transformers tokenizer directory
+        from megajepa.data.tokenizer.hf import HFTokenizer  # a transformers tokenizer directory
         return HFTokenizer(path)
-    from megajepa.tokenizer import Tokenizer
+    from megajepa.data.tokenizer.sentencepiece import Tokenizer
     return Tokenizer.load(os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path)
 
 
@@ -103,7 +103,7 @@ def load_megajepa(path: str, tokenizer: str | None = None) -> LoadedModel:
 def load_hf(path: str, tokenizer: str | None = None) -> LoadedModel:
     import transformers
 
-    from megajepa.interop.hf_mapping import from_hf_config, from_hf_state_dict
+    from megajepa.interop.adapter import from_hf_config, from_hf_state_dict
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     cfg = from_hf_config(hf.config)

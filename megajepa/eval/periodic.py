@@ -10,7 +10,15 @@ import os
 import torch
 import torch.distributed as dist
 
-from megajepa.eval.generate import InputError, items_from_records, parse_metrics, predict, prediction_rows, read_items, score_rows
+from megajepa.eval.generate import (
+    InputError,
+    items_from_records,
+    parse_metrics,
+    predict,
+    prediction_rows,
+    read_items,
+    score_rows,
+)
 
 log = logging.getLogger("megajepa")
 

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from megajepa.interop.hf_mapping import ARCHITECTURES, UnsupportedCheckpoint, from_hf_config
+from megajepa.interop.adapter import ARCHITECTURES, UnsupportedCheckpoint, from_hf_config
 
 SINGLE, INDEX = "model.safetensors", "model.safetensors.index.json"
 

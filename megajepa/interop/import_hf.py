@@ -15,12 +15,13 @@ import shutil
 
 import yaml
 
-from megajepa import checkpoint, distributed
+from megajepa import distributed
 from megajepa.config import ConfigError, RunConfig
-from megajepa.engine import build_engine, build_model, resolve_ds_config
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
-from megajepa.objective import HybridObjective
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.engine import build_engine, build_model, resolve_ds_config
 
 
 def run_config_for(cfg: RunConfig, model_cfg, tokenizer_dir: str) -> dict:

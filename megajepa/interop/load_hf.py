@@ -14,9 +14,9 @@ import os
 import torch
 
 from megajepa.config import ConfigError, ModelConfig
+from megajepa.data.tokenizer.hf import HFTokenizer
+from megajepa.interop.adapter import HEAD
 from megajepa.interop.hf_files import CheckpointError, HFCheckpoint
-from megajepa.interop.hf_mapping import HEAD
-from megajepa.interop.hf_tokenizer import HFTokenizer
 
 log = logging.getLogger("megajepa")
 VOCAB_ROWS = ("embed_tokens.weight", HEAD)  # parameters with one row per token id

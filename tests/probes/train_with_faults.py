@@ -12,8 +12,10 @@ sys.path.insert(0, ROOT)
 
 from deepspeed.runtime.engine import DeepSpeedEngine  # noqa: E402
 
-from megajepa import checkpoint, train, trainer  # noqa: E402
-from megajepa.objective import HybridObjective  # noqa: E402
+from megajepa import train  # noqa: E402
+from megajepa.objective.hybrid import HybridObjective  # noqa: E402
+from megajepa.training import trainer  # noqa: E402
+from megajepa.training.checkpoint import store as checkpoint  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
 _step = [0]

@@ -11,8 +11,8 @@ import torch  # noqa: E402
 
 from megajepa.config import ModelConfig  # noqa: E402
 from megajepa.distributed import init_distributed  # noqa: E402
-from megajepa.engine import build_model  # noqa: E402
-from megajepa.model import Transformer, resolve_model_config  # noqa: E402
+from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402
+from megajepa.training.engine import build_model  # noqa: E402
 
 ZERO3 = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}}
 

@@ -16,11 +16,11 @@ import tempfile
 
 import torch
 
-from megajepa import checkpoint
 from megajepa.config import ModelConfig
+from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer, load_tokenizer, training_chat_template
+from megajepa.interop.adapter import HEAD, architecture_for, to_hf_config
 from megajepa.interop.hf_files import CheckpointError, parse_size, write_safetensors
-from megajepa.interop.hf_mapping import HEAD, architecture_for, to_hf_config
-from megajepa.interop.hf_tokenizer import HFTokenizer, export_tokenizer, load_tokenizer, training_chat_template
+from megajepa.training.checkpoint import store as checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PREFIX = "model."  # the engine wraps HybridObjective, whose `model` is the Transformer
@@ -94,7 +94,7 @@ def resolve_tokenizer(state: dict, root: str, override: str | None):
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple]:
-    from megajepa.model import Transformer
+    from megajepa.model.transformer import Transformer
     with torch.device("meta"):
         model = Transformer(cfg)
     return {name: tuple(p.shape) for name, p in model.named_parameters()}

@@ -121,7 +121,7 @@ class Attention(nn.Module):
 def attend(q, k, v, attn_mask):
     """SDPA with a dense boolean mask (CPU and generation) or FlexAttention with a BlockMask (CUDA)."""
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
-        from megajepa.attention import flex_attend
+        from megajepa.model.attention import flex_attend
         return flex_attend(q, k, v, attn_mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=q.shape[1] != k.shape[1])
 
@@ -168,7 +168,7 @@ class OutputHead(nn.Module):
         """With labels: fused linear cross-entropy (no logits kept); without: logits."""
         if labels is None:
             return F.linear(hidden, self.projection)
-        from megajepa.losses import fused_linear_cross_entropy
+        from megajepa.objective.losses import fused_linear_cross_entropy
         return fused_linear_cross_entropy(hidden, self.projection, labels, reduction=reduction)
 
 

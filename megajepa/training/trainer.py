@@ -10,27 +10,30 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megajepa import checkpoint, distributed, preemption, universal
-from megajepa.compiling import compile_objective, use_flex_attention
+from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data import corpus, preprocess
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials
+from megajepa.data.tokenizer.hf import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import Tokenizer, load_or_train
 from megajepa.eval.periodic import PeriodicEval
-from megajepa.flops import batch_train_flops, throughput_scalars
-from megajepa.engine import build_engine, build_model, resolve_ds_config
-from megajepa.losses import gather_across_ranks
 from megajepa.interop.hf_files import HFCheckpoint
-from megajepa.interop.hf_tokenizer import load_tokenizer
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
-from megajepa.metrics_log import MetricsLogger
-from megajepa.model import describe, resolve_model_config
-from megajepa.monitor import CollapseMonitor
-from megajepa.nonfinite import NonFiniteGuard, poison
-from megajepa.objective import HybridObjective
-from megajepa.packing import IGNORE, LayoutConfig, Specials
-from megajepa.step_log import StepLog
-from megajepa.tokenizer import Tokenizer, load_or_train
+from megajepa.model.flops import batch_train_flops, throughput_scalars
+from megajepa.model.transformer import describe, resolve_model_config
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.objective.losses import gather_across_ranks
+from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.checkpoint import universal
+from megajepa.training.compiling import compile_objective, use_flex_attention
+from megajepa.training.engine import build_engine, build_model, resolve_ds_config
+from megajepa.training.guards import preemption
+from megajepa.training.guards.collapse import CollapseMonitor
+from megajepa.training.guards.nonfinite import NonFiniteGuard, poison
+from megajepa.training.logs.metrics import MetricsLogger
+from megajepa.training.logs.step_log import StepLog
 
 log = logging.getLogger("megajepa")
 

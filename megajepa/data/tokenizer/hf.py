@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import os
 
-from megajepa.tokenizer import BOS, EOS, PAD, PREDICTORS, SEP, Tokenizer, TokenizerError, save_hf_tokenizer
+from megajepa.data.tokenizer.sentencepiece import (
+    BOS,
+    EOS,
+    PAD,
+    PREDICTORS,
+    SEP,
+    Tokenizer,
+    TokenizerError,
+    save_hf_tokenizer,
+)
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -19,7 +28,7 @@ def is_hf_tokenizer_dir(path: str) -> bool:
 
 
 class HFTokenizer:
-    """Same attributes as megajepa.tokenizer.Tokenizer: bos_id eos_id pad_id unk_id sep_id predictor_ids
+    """Same attributes as megajepa.data.tokenizer.sentencepiece.Tokenizer: bos_id eos_id pad_id unk_id sep_id predictor_ids
     vocab_size special_ids path encode decode."""
 
     def __init__(self, path: str):

@@ -9,11 +9,11 @@ import deepspeed
 import torch
 
 from megajepa.config import ConfigError, RunConfig
-from megajepa.model import Transformer, init_parameter
-from megajepa.objective import HybridObjective
+from megajepa.model.transformer import Transformer, init_parameter
+from megajepa.objective.hybrid import HybridObjective
 
-DEFAULT_DS_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 "ds_configs", "zero3.json")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # megajepa/training/..
+DEFAULT_DS_CONFIG = os.path.join(REPO_ROOT, "ds_configs", "zero3.json")
 
 
 def bf16_available() -> bool:

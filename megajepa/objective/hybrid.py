@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from megajepa.attention import build_attention_mask
 from megajepa.config import JepaConfig
-from megajepa.losses import jepa_terms
-from megajepa.model import Transformer
+from megajepa.model.attention import build_attention_mask
+from megajepa.model.transformer import Transformer
+from megajepa.objective.losses import jepa_terms
 
 
 class HybridObjective(nn.Module):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from megajepa.objective import HybridObjective
+from megajepa.objective.hybrid import HybridObjective
 
 
 def use_flex_attention(device: torch.device) -> bool:

@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from megajepa import distributed, universal
+from megajepa import distributed
+from megajepa.training.checkpoint import universal
 
 log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
