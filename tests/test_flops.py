@@ -6,8 +6,9 @@ from deepspeed.profiling.flops_profiler import FlopsProfiler
 from helpers import random_packed_batch, tiny_model
 from torch import nn
 
+from megajepa.model import flops
 from megajepa.model.attention import dense_mask
-from megajepa.model.transformer import Attention, OutputHead, flops
+from megajepa.model.transformer import Attention, OutputHead
 
 
 def random_batch(seed: int, k: int = 2):

@@ -3,7 +3,7 @@ partial last one) give the loss and gradients of materialised logits. (~2 s)"""
 import torch
 import torch.nn.functional as F
 
-from megajepa.objective.hybrid import losses
+from megajepa.objective import losses
 
 
 def test_chunked_ntp_equals_materialised(monkeypatch):
