@@ -67,12 +67,12 @@ def build(variant: str, cfg: ModelConfig, weights: dict | None = None):
     import transformers
     torch.manual_seed(0)
     if variant.startswith("ours"):
-        model = HybridObjective(Transformer(cfg), JepaConfig())
+        model = HybridObjective(Transformer(cfg), JepaConfig(), compile_losses=variant == "ours_compiled")
         if weights is not None:
             model.model.load_state_dict(weights)
         if variant == "ours_compiled":
-            from megajepa.training.compiling import compile_objective
-            compile_objective(model)
+            from megajepa.training.compiling import compile_layers
+            compile_layers(model.model.layers)
     else:
         model = transformers.AutoModelForCausalLM.from_config(to_hf_config(cfg), attn_implementation="sdpa")
         if weights is not None:

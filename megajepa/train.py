@@ -57,11 +57,11 @@ def main(argv=None) -> int:
     from megajepa.data.examples import RecordError
     from megajepa.training.guards.nonfinite import EXIT_NONFINITE, NonFiniteError
     from megajepa.training.guards.preemption import EXIT_REQUEUE, Preempted
-    from megajepa.training.trainer import Trainer
+    from megajepa.training.trainer import train
 
     info = distributed.init_distributed(cfg.train.dist_timeout_minutes)  # a dead or hung rank fails us in time
     try:
-        Trainer(cfg, info).run()
+        train(cfg, info)
     except Preempted as e:
         logging.getLogger("megajepa").warning("%s", e)
         return EXIT_REQUEUE

@@ -2,16 +2,16 @@
 equal the run that keeps every activation. (~3 s)"""
 import pytest
 import torch
-from helpers import random_packed_batch, tiny_model
+from helpers import random_packed_batch, tiny_config
 
 from megajepa.config import ConfigError, load_config
 from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Transformer
 
 
 def loss_grads_and_calls(every: int | None):
-    model = tiny_model(seed=2, n_layers=4).train()
-    if every is not None:
-        model.activation_checkpointing, model.checkpoint_every = True, every
+    torch.manual_seed(2)
+    model = Transformer(tiny_config(n_layers=4), checkpoint_every=every or 0).train()
     calls = [0] * len(model.layers)  # pre-hooks: a recompute may stop early, before any post-hook
     for i, layer in enumerate(model.layers):
         layer.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))

@@ -11,7 +11,7 @@ from helpers import random_packed_batch, tiny_model
 
 from megajepa.config import JepaConfig
 from megajepa.objective.hybrid import HybridObjective
-from megajepa.training.compiling import compile_objective
+from megajepa.training.compiling import compile_layers
 
 
 def loss_and_grads(objective, batch):
@@ -25,9 +25,10 @@ def loss_and_grads(objective, batch):
 
 @pytest.mark.parametrize("distance", ["cosine", "infonce"])
 def test_compiled_objective_equals_eager(distance):
-    eager = HybridObjective(tiny_model(seed=5).train(), JepaConfig(distance=distance, lam=2.0))
-    compiled = copy.deepcopy(eager)
-    compile_objective(compiled)
+    jepa = JepaConfig(distance=distance, lam=2.0)
+    eager = HybridObjective(tiny_model(seed=5).train(), jepa)
+    compiled = HybridObjective(copy.deepcopy(eager.model), jepa, compile_losses=True)
+    compile_layers(compiled.model.layers)
     batch = random_packed_batch(7, seq_len=64, n=8, predictors=2)
     assert batch["pair_mask"].sum() > 0
     loss, stats, grads = loss_and_grads(eager, batch)

@@ -117,8 +117,8 @@ def test_kill_during_checkpoint_write_then_nonfinite_steps(tmp_path):
     log = (tmp_path / "nan.log").read_text()
     assert rc == EXIT_NONFINITE, log[-3000:]
     assert f"resumed from {os.path.join(root, step2)} at step 2" in log, log[-3000:]
-    assert (f"step 7: non-finite loss or gradient for 3 steps in a row (train.max_nonfinite_steps=3), 4 skipped in "
-            f"all; loss terms: loss=nan lm=nan") in log, log[-3000:]
+    assert ("step 7: non-finite loss or gradient for 3 steps in a row (train.max_nonfinite_steps=3), 4 skipped in "
+            "all; loss terms: loss=nan lm=nan") in log, log[-3000:]
     assert f"last good checkpoint: {os.path.join(root, step6)}" in log
     got = losses(out)
     assert [s for s in range(3, 8) if got[s]["skipped"]] == [3, 5, 6, 7]

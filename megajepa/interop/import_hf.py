@@ -51,7 +51,7 @@ def convert_from_hf(cfg: RunConfig, rank: int, world: int) -> str:
         model_cfg = model_config_for(ckpt, tok, cfg.model)
         model = build_model(model_cfg, ds)
         load_hf_weights(model, ckpt, tok.added_ids(), rank)
-        engine, _ = build_engine(HybridObjective(model, cfg.jepa), ds, cfg.train.weight_decay)
+        engine = build_engine(HybridObjective(model, cfg.jepa), ds, cfg.train.weight_decay)
         tokenizer_dir = os.path.join(output, "tokenizer_hf")
         final = dataclasses.replace(cfg, output_dir=output)
         micro = cfg.train.micro_batch_size

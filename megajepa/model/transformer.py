@@ -173,15 +173,15 @@ class OutputHead(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, checkpoint_every: int = 0):
+        """`checkpoint_every` n > 0: every n-th decoder layer recomputes its activations in backward."""
         super().__init__()
         self.config = cfg
+        self.checkpoint_every = checkpoint_every
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = OutputHead(cfg, self.embed_tokens if cfg.tie_embeddings else None)
-        self.activation_checkpointing = False
-        self.checkpoint_every = 1  # with activation_checkpointing: every n-th layer recomputes in backward
         if not any(hasattr(p, "ds_id") for p in self.parameters()):  # ZeRO-3: engine.build_model inits
             init_parameters(self)
 
@@ -191,7 +191,7 @@ class Transformer(nn.Module):
                                 x.dtype, self.config.rope_scaling)
         for i, layer in enumerate(self.layers):
             cache = kv_caches[i] if kv_caches is not None else None
-            if self.activation_checkpointing and self.training and i % self.checkpoint_every == 0:
+            if self.checkpoint_every and self.training and i % self.checkpoint_every == 0:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, attn_mask, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, attn_mask, cache)

@@ -11,14 +11,24 @@ from megajepa.model.transformer import Transformer
 from megajepa.objective.losses import jepa_terms
 
 
+def total_loss(jepa: JepaConfig, lm, jepa_term):
+    """THE total: gamma * NTP + lambda * JEPA, each term a mean (tensors in the step, floats in the logs).
+    At lambda = 0 the JEPA term is left out, so a non-finite value there cannot reach the loss."""
+    total = jepa.gamma * lm
+    return total + jepa.lam * jepa_term if jepa.lam > 0 else total
+
+
 class HybridObjective(nn.Module):
-    def __init__(self, model: Transformer, jepa: JepaConfig, use_flex: bool = False):
+    def __init__(self, model: Transformer, jepa: JepaConfig, use_flex: bool = False, gather_targets=None,
+                 compile_losses: bool = False):
+        """`gather_targets`: InfoNCE negatives from every data-parallel rank (losses.gather_across_ranks);
+        `compile_losses`: the JEPA gather + distance as one compiled function (train.compile)."""
         super().__init__()
         self.model = model
         self.jepa = jepa
         self.use_flex = use_flex
-        self.gather_targets = None  # set by the trainer for InfoNCE across data-parallel ranks
-        self.compile_losses = False  # train.compile: the JEPA gather + distance as one compiled function
+        self.gather_targets = gather_targets
+        self.compile_losses = compile_losses
 
     def forward(self, batch: dict[str, torch.Tensor], ntp_denominator: torch.Tensor,
                 jepa_denominator: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -37,9 +47,7 @@ class HybridObjective(nn.Module):
         jepa_sum, cos_sum, pred, target = jepa_terms(
             flat, batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)
-        loss = self.jepa.gamma * ntp_sum / ntp_denominator
-        if self.jepa.lam > 0:
-            loss = loss + self.jepa.lam * jepa_sum / jepa_denominator
+        loss = total_loss(self.jepa, ntp_sum / ntp_denominator, jepa_sum / jepa_denominator)
         stats = {"ntp_sum": ntp_sum.detach(), "jepa_sum": jepa_sum.detach(), "cos_sum": cos_sum,
                  "pred": pred.detach(), "target": target.detach()}
         return loss, stats

@@ -1,9 +1,8 @@
-"""Speed switches applied to the objective before DeepSpeed wraps it: train.compile and the attention path."""
+"""Speed switches chosen when the objective is built: train.compile and the attention path."""
 from __future__ import annotations
 
 import torch
-
-from megajepa.objective.hybrid import HybridObjective
+from torch import nn
 
 
 def use_flex_attention(device: torch.device) -> bool:
@@ -11,10 +10,9 @@ def use_flex_attention(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def compile_objective(objective: HybridObjective) -> None:
+def compile_layers(layers: nn.ModuleList) -> None:
     """train.compile: each decoder block compiled on its own (torchtitan's choice: every layer shares
-    one graph, since parameters are graph inputs) and the JEPA gather + distance as one function.
+    one graph, since parameters are graph inputs); the objective compiles the JEPA gather + distance.
     Shapes are static (fixed row length, bucketed pair counts), so steps do not recompile."""
-    for layer in objective.model.layers:
+    for layer in layers:
         layer.compile(dynamic=False)
-    objective.compile_losses = True

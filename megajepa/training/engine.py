@@ -78,11 +78,11 @@ def zero_stage(ds: dict) -> int:
     return int(ds.get("zero_optimization", {}).get("stage", 0))
 
 
-def build_model(model_cfg, ds: dict, initialise: bool = True) -> Transformer:
+def build_model(model_cfg, ds: dict, initialise: bool = True, checkpoint_every: int = 0) -> Transformer:
     """The model, partitioned at construction under ZeRO-3 (no full copy per rank). `initialise=False`
     skips the ZeRO-3 init pass when weights are loaded next (HF checkpoint, resume)."""
     with deepspeed.zero.Init(config_dict_or_path=ds, enabled=zero_stage(ds) == 3):
-        model = Transformer(model_cfg)
+        model = Transformer(model_cfg, checkpoint_every)
     if zero_stage(ds) == 3 and initialise:
         init_partitioned(model)
     if model_cfg.tie_embeddings:  # the head reads the embedding outside the embedding's forward
@@ -110,6 +110,7 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_engine(objective: HybridObjective, ds: dict, weight_decay: float):
-    engine, _, _, scheduler = deepspeed.initialize(
+    """The DeepSpeed engine; its optimizer and LR scheduler are DeepSpeed's own, stepped by engine.step()."""
+    engine, _, _, _ = deepspeed.initialize(
         model=objective, model_parameters=param_groups(objective, weight_decay), config=ds)
-    return engine, scheduler
+    return engine
