@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 
+import pytest
 from helpers import run_gloo_ranks
 
 STEPS, WARMUP, LR, COS_MIN = 6, 2, 1e-3, 0.1  # COS_MIN: ds_configs/zero3.json's cos_min_ratio
@@ -44,6 +45,7 @@ def tensorboard_scalars(out):
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_logged_scalars_agree_with_losses_jsonl_and_the_schedule(tmp_path):
     out = str(tmp_path / "run")
     run_gloo_ranks(_train, 2, out)
