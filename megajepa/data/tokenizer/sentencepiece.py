@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -145,8 +145,10 @@ def train_tokenizer(
             raise ValueError(f"no training text for tokenizer {model_path}") from e
         raise
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    # temp file in the same directory, then rename: a crash never leaves a partial model
-    fd, tmp = tempfile.mkstemp(prefix=model_path.name + ".", suffix=".tmp", dir=model_path.parent)
+    # a unique temp name in the same directory, then rename: a crash never leaves a partial model; opened
+    # with mode 0666 so the umask decides who may read it (mkstemp's 0600 hides a run on a shared filesystem)
+    tmp = str(model_path.parent / f"{model_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
