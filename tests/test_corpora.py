@@ -135,3 +135,83 @@ def test_tokenizer_file_mode_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "run" / "tokenizer" / "tokenizer.model").st_mode) == 0o644
+
+
+# ------------------------------------------------------------------ resume=PATH, checked before the model is built
+def _checkpoint_like(tag_dir, world=1, complete=True):
+    import torch
+    tag_dir.mkdir(parents=True)
+    for r in range(world):
+        torch.save({"w": torch.ones(3)}, tag_dir / f"zero_pp_rank_{r}_mp_rank_00_model_states.pt")
+        torch.save({"o": torch.ones(3)}, tag_dir / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt")
+    if complete:
+        (tag_dir / "COMPLETE").write_text(json.dumps({"step": 1, "world_size": world}) + "\n")
+    return tag_dir
+
+
+def _resume_error(tmp_path, tag_dir):
+    from megajepa.config import ConfigError
+    from megajepa.training.build import resume_target
+    cfg = load_config(None, [f"output_dir={tmp_path}/run", f"resume={tag_dir}"])
+    with pytest.raises(ConfigError) as e:
+        resume_target(cfg)
+    return str(e.value)
+
+
+def test_resume_path_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    message = _resume_error(tmp_path, tmp_path / "notes")
+    assert "is not a checkpoint" in message and "interrupted" not in message
+
+
+def test_resume_path_incomplete(tmp_path):
+    message = _resume_error(tmp_path, _checkpoint_like(tmp_path / "step_00000001", complete=False))
+    assert "incomplete" in message and "COMPLETE" in message
+
+
+def test_resume_path_corrupt(tmp_path):
+    import torch
+    tag_dir = _checkpoint_like(tmp_path / "step_00000001", world=2)
+    shard = tag_dir / "zero_pp_rank_1_mp_rank_00_model_states.pt"
+    shard.write_bytes(shard.read_bytes()[:40])  # truncated: torch cannot read it (the reference)
+    with pytest.raises(Exception):
+        torch.load(shard, weights_only=True)
+    message = _resume_error(tmp_path, tag_dir)
+    assert "corrupt" in message and shard.name in message
+    (tag_dir / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()
+    assert "corrupt" in _resume_error(tmp_path, tag_dir)  # a rank's files missing: 2 ranks wrote it
+
+
+def test_resume_path_complete_is_accepted(tmp_path):
+    from megajepa.training.build import resume_target
+    tag_dir = _checkpoint_like(tmp_path / "step_00000001")
+    cfg = load_config(None, [f"output_dir={tmp_path}/run", f"resume={tag_dir}"])
+    assert resume_target(cfg) == (str(tmp_path), "step_00000001")
+
+
+# ------------------------------------------------------------------ a cached tokenizer is never silently reused
+def test_training_retrains_a_tokenizer_of_another_corpus(tmp_path, caplog):
+    from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+    first = write_jsonl(tmp_path / "a.jsonl", [{"text": f"apples and pears {i}"} for i in range(8)])
+    second_records = [{"text": f"quantum zebra xylophone {i}"} for i in range(8)]
+    second = write_jsonl(tmp_path / "b.jsonl", second_records)
+    build_data(cfg_for(tmp_path, first), None, 0)
+    with caplog.at_level(logging.INFO):
+        tokenizer, _ = build_data(cfg_for(tmp_path, second), None, 0)  # same output_dir, other corpus
+    assert any("trained on another corpus" in r.getMessage() for r in caplog.records)
+    assert any("tokenizer trained now" in r.getMessage() for r in caplog.records)
+    reference = train_tokenizer([r["text"] for r in second_records], tmp_path / "ref" / "tokenizer.model", 300)
+    assert tokenizer.sha256() == reference.sha256()  # as if trained on the second corpus alone
+
+
+def test_preprocess_retrains_a_tokenizer_of_another_corpus(tmp_path):
+    from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+    first = write_jsonl(tmp_path / "a.jsonl", [{"text": f"apples and pears {i}"} for i in range(8)])
+    second_records = [{"text": f"quantum zebra xylophone {i}"} for i in range(8)]
+    second = write_jsonl(tmp_path / "b.jsonl", second_records)
+    assert preprocess_exit(tmp_path, first)[0] == 0
+    code, out = preprocess_exit(tmp_path, second)  # the same --out
+    assert code == 0
+    reference = train_tokenizer([r["text"] for r in second_records], tmp_path / "ref" / "tokenizer.model", 300)
+    assert json.loads((out / "manifest.json").read_text())["tokenizer"]["sha256"] == reference.sha256()

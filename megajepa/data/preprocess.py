@@ -22,7 +22,7 @@ from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.row_pool import RowPool, chunks
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, load_or_train
+from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, corpus_fingerprint, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
 HF_DIR = "tokenizer_hf"  # a transformers tokenizer stored with the shards
@@ -80,7 +80,8 @@ def _tokenizer(cfg, out_dir: str) -> str:
         return target
     sample = list(itertools.islice(corpus.record_stream(cfg), TOKENIZER_SAMPLE))
     texts = corpus.prepare_corpus(cfg, sample)[1]  # validated before a tokenizer is trained on them
-    load_or_train(out_dir, lambda: texts, cfg.data.vocab_size, seed=cfg.seed)
+    load_or_train(out_dir, lambda: texts, cfg.data.vocab_size, corpus_fingerprint(texts, cfg.data.vocab_size,
+                                                                                seed=cfg.seed), seed=cfg.seed)
     return target
 
 

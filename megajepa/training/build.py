@@ -20,7 +20,7 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import Tokenizer, load_or_train
+from megajepa.data.tokenizer.sentencepiece import Tokenizer, corpus_fingerprint, load_or_train, recorded_fingerprint
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
@@ -63,6 +63,7 @@ def resume_target(cfg: RunConfig) -> tuple[str, str] | None:
     if cfg.resume == "auto":
         tag = store.latest_tag(cfg.output_dir)
         return None if tag is None else (store.checkpoint_dir(cfg.output_dir), tag)
+    store.check_resumable(os.path.abspath(cfg.resume))
     return os.path.split(os.path.abspath(cfg.resume))
 
 
@@ -138,10 +139,11 @@ def corpus_tokenizer(cfg: RunConfig, texts: list[str], rank: int) -> tuple[Token
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer), f"from data.tokenizer={cfg.data.tokenizer}"
     cache = os.path.join(cfg.output_dir, "tokenizer")
-    reused = os.path.exists(os.path.join(cache, "tokenizer.model"))
+    fingerprint = corpus_fingerprint(texts, cfg.data.vocab_size, seed=cfg.seed)
+    reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, "tokenizer.model"))
     if rank == 0:  # one rank trains, the others read the file it wrote
         os.makedirs(cache, exist_ok=True)
-        load_or_train(cache, lambda: texts, cfg.data.vocab_size, seed=cfg.seed)
+        load_or_train(cache, lambda: texts, cfg.data.vocab_size, fingerprint, seed=cfg.seed)
     distributed.barrier()
     origin = f"reused from {cache}" if reused else f"trained now, in {cache}"
     return Tokenizer.load(os.path.join(cache, "tokenizer.model")), origin
