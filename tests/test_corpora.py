@@ -215,3 +215,13 @@ def test_preprocess_retrains_a_tokenizer_of_another_corpus(tmp_path):
     assert code == 0
     reference = train_tokenizer([r["text"] for r in second_records], tmp_path / "ref" / "tokenizer.model", 300)
     assert json.loads((out / "manifest.json").read_text())["tokenizer"]["sha256"] == reference.sha256()
+
+
+def test_deepspeed_config_that_is_a_json_list(tmp_path):
+    from megajepa.config import ConfigError
+    from megajepa.training.engine import resolve_ds_config
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps([{"train_micro_batch_size_per_gpu": 4}]))
+    cfg = load_config(None, [f"output_dir={tmp_path}/run", f"deepspeed_config={path}"])
+    with pytest.raises(ConfigError, match=f"{path} must be a JSON object, got a list"):
+        resolve_ds_config(cfg, 1)
