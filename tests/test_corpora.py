@@ -175,7 +175,7 @@ def test_resume_path_corrupt(tmp_path):
     tag_dir = _checkpoint_like(tmp_path / "step_00000001", world=2)
     shard = tag_dir / "zero_pp_rank_1_mp_rank_00_model_states.pt"
     shard.write_bytes(shard.read_bytes()[:40])  # truncated: torch cannot read it (the reference)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         torch.load(shard, weights_only=True)
     message = _resume_error(tmp_path, tag_dir)
     assert "corrupt" in message and shard.name in message
@@ -225,3 +225,17 @@ def test_deepspeed_config_that_is_a_json_list(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path}/run", f"deepspeed_config={path}"])
     with pytest.raises(ConfigError, match=f"{path} must be a JSON object, got a list"):
         resolve_ds_config(cfg, 1)
+
+
+def test_one_view_records_are_ntp_documents_in_both_paths(tmp_path):
+    """docs/data.md: a one-view record of any format is a plain NTP document, also in a JEPA run."""
+    records = [{"views": [f"one view number {i}"]} for i in range(6)] + [{"views": [f"q {i}", f"a {i}"]}
+                                                                        for i in range(6)]
+    path = write_jsonl(tmp_path / "one_view.jsonl", records)
+    _, epochs = build_data(cfg_for(tmp_path, path, "data.on_bad_record=error"), None, 0)
+    assert len(epochs.examples) == len(records)
+    tokenizer = f"data.tokenizer={tmp_path}/run/tokenizer/tokenizer.model"
+    code, out = preprocess_exit(tmp_path, path, "data.on_bad_record=error", tokenizer)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert code == 0 and counts["examples"] == len(records) and counts["records_skipped"] == 0
+    assert counts["tokens"] == sum(r.n_real for r in epochs.rows(0))  # the same documents, the same tokens

@@ -20,7 +20,12 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import Tokenizer, corpus_fingerprint, load_or_train, recorded_fingerprint
+from megajepa.data.tokenizer.sentencepiece import (
+    Tokenizer,
+    corpus_fingerprint,
+    load_or_train,
+    recorded_fingerprint,
+)
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
@@ -116,15 +121,16 @@ def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
     tokenizer, origin = (run_tokenizer(cfg.model.init_from_hf, cfg.output_dir, rank), "of model.init_from_hf") if hf \
         else corpus_tokenizer(cfg, texts, rank)
     report = BadRecordReport()
-    # One view is a plain NTP document (a text record in a mixture); two or more also get the JEPA term.
-    min_views = 2 if cfg.jepa.lam > 0 else 1  # a one-view views record cannot give a JEPA pair
-    examples = tokenize_records(records, tokenizer, min_views, cfg.data.on_bad_record, report,
+    # One view is a plain NTP document (any record format); two or more also get the JEPA term.
+    examples = tokenize_records(records, tokenizer, cfg.data.on_bad_record, report,
                                 with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
     if not examples:
         corpus.check_kept(cfg, len(records), report, 0)
     epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
                           cfg.data.seq_len, cfg.seed, cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
                           report)
+    if report.total:
+        log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])
     rows = epochs.rows(0)
     corpus.check_kept(cfg, len(records), report, len(rows))
     if rank == 0:
