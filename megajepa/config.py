@@ -66,6 +66,7 @@ class DataConfig:
     train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
     system_prompt: bool = False  # render a messages record's system turn before Text (Text then gets a copy)
     on_bad_record: str = "skip"  # skip | error
+    max_skip_fraction: float = 0.25  # more records skipped than this stops the run before compute
     tokenizer: str | None = None  # path to a sentencepiece model; None: train one next to the run
     vocab_size: int = 1024  # for a tokenizer trained here
     num_workers: int = 0  # tools/preprocess_data.py worker processes (0: one per CPU; --workers overrides)
@@ -250,6 +251,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("jepa.pairs", j.pairs, ("chain", "all"))
     _choice("jepa.embed_at", j.embed_at, ("end", "last"))
     _choice("data.on_bad_record", d.on_bad_record, ("skip", "error"))
+    if not 0.0 <= d.max_skip_fraction <= 1.0:
+        raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {d.max_skip_fraction}")
     _choice("data.mixture_stop", d.mixture_stop, ("first_exhausted", "all_exhausted"))
     _check_sources(d.sources)
     if d.shards is not None and not os.path.isdir(d.shards):

@@ -41,6 +41,8 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
             ds = json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"DeepSpeed config {path} is not valid JSON: {e}") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"DeepSpeed config {path} must be a JSON object, got a {type(ds).__name__}")
     t = cfg.train
     _fill(ds, "train_micro_batch_size_per_gpu", t.micro_batch_size, path)
     _fill(ds, "gradient_accumulation_steps", t.grad_accum, path)
