@@ -110,6 +110,7 @@ class RunConfig:
     seed: int = 1234
     resume: str = "none"  # none | auto | path to a checkpoint tag directory
     deepspeed_config: str | None = None  # None: ds_configs/zero3.json
+    nvme_path: str | None = None  # local NVMe folder: fills "nvme_path": "auto" (ds_configs/zero3_nvme.json)
 
     def to_dict(self) -> dict:
         return _to_dict(self)
