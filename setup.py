@@ -20,6 +20,6 @@ setup(
         "mpich>=4.0; platform_system == 'Linux'",  # MPI runtime for mpi4py, from PyPI
         "matplotlib>=3.8",  # tools/analyze_embeddings.py and benchmarks/reproduce_nlrx.py plots
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"], "wandb": ["wandb>=0.31"]},
     entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit"]},
 )

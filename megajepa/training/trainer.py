@@ -40,7 +40,7 @@ class Trainer:
         self.objective, self.engine, self.evaluator = b.objective, b.engine, b.evaluator
         self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
-        self.logger = MetricsLogger(self.cfg.output_dir, enabled=self.rank == 0)
+        self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())
         self.step_log = StepLog(self.cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
         self.step = 0
