@@ -21,5 +21,6 @@ setup(
         "matplotlib>=3.8",  # tools/analyze_embeddings.py and benchmarks/reproduce_nlrx.py plots
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"], "wandb": ["wandb>=0.31"]},
-    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit"]},
+    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit",
+                                     "megajepa-report=megajepa.training.logs.report:main"]},
 )

@@ -36,6 +36,8 @@ def test_offline_run_holds_the_tensorboard_scalars(tmp_path):
     p = subprocess.run(cmd, env=rh.env(WANDB_MODE="offline"), cwd=rh.REPO, capture_output=True, text=True, check=False,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "run finished: 4 steps" in p.stderr and "collapse: ok" in p.stderr  # the end-of-run summary
+    assert (out / "report.png").is_file() and (out / "report.html").is_file()
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
     dump = subprocess.run([wandb_cli if os.path.exists(wandb_cli) else shutil.which("wandb"), "leet", "inspect",
                            "--json", str(out / "wandb")], capture_output=True, text=True, timeout=120, check=True)

@@ -26,7 +26,7 @@ class MetricsLogger:
                 os.path.normpath(output_dir)), tags=list(cfg.tags), dir=output_dir, config=run_config)
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
-        if not self.enabled:
+        if self.writer is None:
             return
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
@@ -43,6 +43,7 @@ class MetricsLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
