@@ -54,7 +54,7 @@ def _panels(steps: dict[int, dict], tb: dict) -> list[tuple[str, str, bool, dict
 
 
 def make_report(run_dir: str) -> tuple[str, str] | None:
-    """Write report.png and report.html; None (with a log line) when matplotlib is not installed."""
+    """Write report.png and report.html; None (with a log line) without matplotlib or anything to plot."""
     if importlib.util.find_spec("matplotlib") is None:
         log.info("run report skipped: matplotlib is not installed (pip install 'megajepa[plots]')")
         return None
@@ -65,8 +65,9 @@ def make_report(run_dir: str) -> tuple[str, str] | None:
     losses_path = os.path.join(run_dir, "losses.jsonl")
     steps = step_log.read(losses_path) if os.path.exists(losses_path) else {}
     panels = _panels(steps, tensorboard_scalars(run_dir))
-    if not panels:
-        raise ValueError(f"{run_dir}: no losses.jsonl or TensorBoard scalars to plot")
+    if not panels:  # a 0-step run (conversion only) logs nothing
+        log.info("run report skipped: %s holds no losses.jsonl steps or TensorBoard scalars", run_dir)
+        return None
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(12, 3.4 * rows), squeeze=False)
@@ -125,11 +126,10 @@ def main(argv=None) -> int:
     p.add_argument("run_dir")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        paths = make_report(args.run_dir)
-    except ValueError as e:
-        print(f"megajepa-report: error: {e}", file=sys.stderr)
+    if not os.path.isdir(args.run_dir):
+        print(f"megajepa-report: error: {args.run_dir} is not a directory", file=sys.stderr)
         return 2
+    paths = make_report(args.run_dir)
     if paths is None:
         return 1
     print("\n".join(paths))
