@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import types
@@ -101,16 +102,26 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    wandb: bool = False  # W&B beside TensorBoard, rank 0 (WANDB_MODE=offline works with no network)
+    project: str = "megajepa"
+    name: str | None = None  # None: output_dir's last folder
+    tags: list = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     jepa: JepaConfig = field(default_factory=JepaConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/default"
     seed: int = 1234
     resume: str = "none"  # none | auto | path to a checkpoint tag directory
     deepspeed_config: str | None = None  # None: ds_configs/zero3.json
+    nvme_path: str | None = None  # local NVMe folder: fills "nvme_path": "auto" (ds_configs/zero3_nvme.json)
 
     def to_dict(self) -> dict:
         return _to_dict(self)
@@ -274,6 +285,8 @@ def validate(cfg: RunConfig) -> None:
                             ("data.num_workers", d.num_workers, 0)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
+    if cfg.logging.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logging.wandb is true but wandb is not installed: pip install 'megajepa[wandb]'")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if t.dist_timeout_minutes <= 0:
