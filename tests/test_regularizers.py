@@ -129,3 +129,32 @@ def _split_ranks(rank: int, world: int, name: str):
 @pytest.mark.parametrize("name", ["sigreg", "vicreg"])
 def test_two_gloo_ranks_with_split_embeddings_equal_one_rank_with_all(name):
     run_gloo_ranks(_split_ranks, 2, 2, name)
+
+
+@pytest.mark.parametrize("name", ["sigreg", "vicreg"])
+def test_objective_adds_reg_weight_times_r_of_pred_and_enc(name):
+    from megajepa.config import JepaConfig
+    from megajepa.objective.hybrid import HybridObjective
+    from tests.helpers import random_packed_batch, tiny_model
+
+    batch = random_packed_batch(3, seq_len=64, n=8, predictors=1)
+    one = torch.tensor(1.0)
+    plain = HybridObjective(tiny_model(seed=2), JepaConfig(lam=1.0))
+    loss0, stats = plain(batch, one, one, 4)
+    reg = HybridObjective(tiny_model(seed=2), JepaConfig(lam=1.0, regularizer=name, reg_weight=0.5), seed=9)
+    loss, reg_stats = reg(batch, one, one, 4)
+    z = torch.cat([stats["pred"], stats["target"]]).numpy().astype(np.float64)
+    z = z[np.concatenate([batch["pair_mask"].numpy(), batch["pair_mask"].numpy()]) > 0]
+    direct = epps_pulley_numpy(z, sigreg_directions(z.shape[1], 256, 9, 4).double().numpy()) \
+        if name == "sigreg" else vicreg_loop(z)
+    assert reg_stats["reg"].item() == pytest.approx(direct, rel=1e-4)
+    assert (loss - loss0).item() == pytest.approx(0.5 * direct, rel=1e-4)
+
+
+@pytest.mark.parametrize("override", ["jepa.regularizer=sigrag", "jepa.reg_weight=-1", "jepa.reg_on=enc",
+                                      "jepa.sigreg_knots=1"])
+def test_bad_regularizer_settings_are_config_errors(override):
+    from megajepa.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(None, [override])
