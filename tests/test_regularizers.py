@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import run_gloo_ranks
 
 from megajepa.objective.regularizers import (
     autograd_all_reduce,
@@ -11,7 +12,6 @@ from megajepa.objective.regularizers import (
     sigreg_directions,
     vicreg,
 )
-from tests.helpers import run_gloo_ranks
 
 KNOTS, T_MAX = 17, 3.0
 
@@ -126,6 +126,7 @@ def _split_ranks(rank: int, world: int, name: str):
     torch.testing.assert_close(local.grad[:-1] / world, full.grad[list(rows)], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sigreg", "vicreg"])
 def test_two_gloo_ranks_with_split_embeddings_equal_one_rank_with_all(name):
     run_gloo_ranks(_split_ranks, 2, 2, name)
@@ -133,9 +134,10 @@ def test_two_gloo_ranks_with_split_embeddings_equal_one_rank_with_all(name):
 
 @pytest.mark.parametrize("name", ["sigreg", "vicreg"])
 def test_objective_adds_reg_weight_times_r_of_pred_and_enc(name):
+    from helpers import random_packed_batch, tiny_model
+
     from megajepa.config import JepaConfig
     from megajepa.objective.hybrid import HybridObjective
-    from tests.helpers import random_packed_batch, tiny_model
 
     batch = random_packed_batch(3, seq_len=64, n=8, predictors=1)
     one = torch.tensor(1.0)
