@@ -8,7 +8,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -51,6 +51,13 @@ class JepaConfig:
     pairs: str = "chain"  # N views: chain (i -> i+1) | all
     embed_at: str = "end"  # end: a view's end marker (sep/eos) | last: its last content token
     collapse_warn_fraction: float = 0.05  # warn when effective rank < this x embedding width
+    # Anti-collapse term R on the pair embeddings (objective/regularizers.py), weighted by reg_weight.
+    regularizer: Literal["none", "sigreg", "vicreg"] = "none"
+    reg_weight: float = 0.0
+    reg_on: Literal["both", "target", "pred"] = "both"  # which embeddings form Z: Enc and Pred, or one of them
+    sigreg_directions: int = 256  # M random unit directions, fresh each step (LeJEPA: 256 or 1024)
+    sigreg_knots: int = 17  # trapezoid knots on t in [0, sigreg_t_max]
+    sigreg_t_max: float = 3.0
 
 
 @dataclass
@@ -168,6 +175,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if origin is Literal and value not in typing.get_args(hint):
+        raise ConfigError(f"config key '{key}' must be one of {'|'.join(map(str, typing.get_args(hint)))}, "
+                          f"got {value!r}")
     if hint in (float, str, list, dict) and not isinstance(value, hint):
         raise ConfigError(f"config key '{key}': expected {hint.__name__}, got {value!r}")
     return value
@@ -255,6 +265,11 @@ def validate(cfg: RunConfig) -> None:
                           f"{MAX_PREDICTORS} predictor tokens), got {j.predictors}")
     if not 0.0 <= j.dropout <= 1.0:
         raise ConfigError(f"jepa.dropout must be in [0, 1], got {j.dropout}")
+    if j.reg_weight < 0:
+        raise ConfigError(f"jepa.reg_weight must be >= 0, got {j.reg_weight}")
+    if j.sigreg_directions < 1 or j.sigreg_knots < 2 or j.sigreg_t_max <= 0:
+        raise ConfigError("jepa.sigreg_directions must be >= 1, jepa.sigreg_knots >= 2 and jepa.sigreg_t_max > 0, "
+                          f"got {j.sigreg_directions}, {j.sigreg_knots}, {j.sigreg_t_max}")
     if j.temperature <= 0:
         raise ConfigError(f"jepa.temperature must be > 0, got {j.temperature}")
     _choice("jepa.distance", j.distance, ("cosine", "l2", "mse", "infonce"))

@@ -9,33 +9,44 @@ from megajepa.config import JepaConfig
 from megajepa.model.attention import build_attention_mask
 from megajepa.model.transformer import Transformer
 from megajepa.objective.losses import jepa_terms, ntp_loss
+from megajepa.objective.regularizers import regularizer, sigreg_directions
 
 
-def total_loss(jepa: JepaConfig, lm, jepa_term):
-    """THE total: gamma * NTP + lambda * JEPA, each term a mean (tensors in the step, floats in the logs).
-    At lambda = 0 the JEPA term is left out, so a non-finite value there cannot reach the loss."""
+def regularized(jepa: JepaConfig) -> bool:
+    return jepa.regularizer != "none" and jepa.reg_weight > 0
+
+
+def total_loss(jepa: JepaConfig, lm, jepa_term, reg=0.0):
+    """THE total: gamma * NTP + lambda * JEPA + reg_weight * R, each term a mean (tensors in the step,
+    floats in the logs). A term at weight 0 is left out, so a non-finite value there cannot reach the loss."""
     total = jepa.gamma * lm
-    return total + jepa.lam * jepa_term if jepa.lam > 0 else total
+    if jepa.lam > 0:
+        total = total + jepa.lam * jepa_term
+    return total + jepa.reg_weight * reg if regularized(jepa) else total
 
 
 class HybridObjective(nn.Module):
     def __init__(self, model: Transformer, jepa: JepaConfig, use_flex: bool = False, gather_targets=None,
-                 compile_losses: bool = False):
+                 compile_losses: bool = False, seed: int = 0, reduce=None):
         """`gather_targets`: InfoNCE negatives from every data-parallel rank (losses.gather_across_ranks);
-        `compile_losses`: the JEPA gather + distance as one compiled function (train.compile)."""
+        `compile_losses`: the JEPA gather + distance as one compiled function (train.compile);
+        `seed`: the run seed (SIGReg directions); `reduce`: the regularizer's sum over data-parallel ranks
+        (regularizers.autograd_all_reduce), None on one rank."""
         super().__init__()
         self.model = model
         self.jepa = jepa
         self.use_flex = use_flex
         self.gather_targets = gather_targets
         self.compile_losses = compile_losses
+        self.seed = seed
+        self.reduce = reduce
 
     def forward(self, batch: dict[str, torch.Tensor], ntp_denominator: torch.Tensor,
-                jepa_denominator: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                jepa_denominator: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss for one micro-batch, already normalised by the step's global counts.
 
         Returns (loss, stats) with stats holding detached sums for logging: ntp_sum, jepa_sum, cos_sum,
-        and the Pred/target embeddings for collapse monitoring."""
+        the regularizer's value (global over ranks) and the Pred/target embeddings for collapse monitoring."""
         mask = build_attention_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"], self.use_flex,
                                     self.model.config.sliding_window)
         hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
@@ -47,7 +58,17 @@ class HybridObjective(nn.Module):
         jepa_sum, cos_sum, pred, target = jepa_terms(
             flat, batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)
-        loss = total_loss(self.jepa, ntp_sum / ntp_denominator, jepa_sum / jepa_denominator)
+        reg = self._regularizer(pred, target, batch["pair_mask"], step) if regularized(self.jepa) \
+            else torch.zeros((), device=flat.device)
+        loss = total_loss(self.jepa, ntp_sum / ntp_denominator, jepa_sum / jepa_denominator, reg)
         stats = {"ntp_sum": ntp_sum.detach(), "jepa_sum": jepa_sum.detach(), "cos_sum": cos_sum,
-                 "pred": pred.detach(), "target": target.detach()}
+                 "reg": reg.detach(), "pred": pred.detach(), "target": target.detach()}
         return loss, stats
+
+    def _regularizer(self, pred, target, pair_mask, step):
+        j = self.jepa
+        z = {"both": lambda: torch.cat([pred, target]), "target": lambda: target, "pred": lambda: pred}[j.reg_on]()
+        mask = torch.cat([pair_mask, pair_mask]) if j.reg_on == "both" else pair_mask
+        directions = sigreg_directions(z.shape[1], j.sigreg_directions, self.seed, step) \
+            if j.regularizer == "sigreg" else None
+        return regularizer(j.regularizer, z, mask, directions, j.sigreg_knots, j.sigreg_t_max, self.reduce)[0]

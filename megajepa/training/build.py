@@ -32,6 +32,7 @@ from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_toke
 from megajepa.model.transformer import describe, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.objective.losses import gather_across_ranks
+from megajepa.objective.regularizers import autograd_all_reduce
 from megajepa.training.checkpoint import store, universal
 from megajepa.training.compiling import compile_layers, use_flex_attention
 from megajepa.training.engine import build_engine, build_model, resolve_ds_config
@@ -104,7 +105,8 @@ def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
     infonce_across_ranks = world > 1 and cfg.jepa.distance == "infonce"  # negatives from every rank
     objective = HybridObjective(model, cfg.jepa, use_flex=use_flex_attention(device),
                                 gather_targets=gather_across_ranks if infonce_across_ranks else None,
-                                compile_losses=t.compile)
+                                compile_losses=t.compile, seed=cfg.seed,
+                                reduce=autograd_all_reduce if world > 1 else None)
     engine = build_engine(objective, ds, t.weight_decay)
     return Built(cfg, rank, world, device, tokenizer, loader, model_cfg, objective, engine, evaluator, resume_from)
 

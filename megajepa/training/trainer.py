@@ -12,7 +12,7 @@ from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data.packing import IGNORE
 from megajepa.model.flops import batch_train_flops, throughput_scalars
-from megajepa.objective.hybrid import total_loss
+from megajepa.objective.hybrid import regularized, total_loss
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.guards import preemption
@@ -76,12 +76,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def _global_counts(self, batches) -> torch.Tensor:
-        """Labelled tokens, JEPA pairs, real tokens and model FLOPs over the whole step on every rank (one
-        all-reduce of host-side counts: no device sync)."""
+        """Labelled tokens, JEPA pairs, real tokens, model FLOPs and (rank, micro-batch) entries over the
+        whole step on every rank (one all-reduce of host-side counts: no device sync)."""
         counts = torch.tensor([sum(float((b["labels"] != IGNORE).sum()) for b in batches),
                                sum(float(b["pair_mask"].sum()) for b in batches),
                                sum(float((b["seg"] >= 0).sum()) for b in batches),
-                               sum(float(batch_train_flops(self.model_cfg, b)) for b in batches)], device=self.device)
+                               sum(float(batch_train_flops(self.model_cfg, b)) for b in batches),
+                               float(len(batches))], device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
         return counts
@@ -94,13 +95,14 @@ class Trainer:
         # Per-micro-batch denominators: the engine averages over ranks and accumulation steps.
         scale = self.world * self.cfg.train.grad_accum
         ntp_den, jepa_den = counts[0].clamp_min(1) / scale, counts[1].clamp_min(1) / scale
-        sums = torch.zeros(3, device=self.device)
+        sums = torch.zeros(4, device=self.device)
         for batch in batches:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            loss, stats = self.engine(batch, ntp_den, jepa_den)
+            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step)
             self.engine.backward(poison(loss))  # a non-finite loss gets NaN gradients: the engine skips the update
             self.engine.step()
-            sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float()])
+            sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float(),
+                                 stats["reg"].float()])
             self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
         self.step += 1
         if self.world > 1:  # every step: losses.jsonl and the non-finite check need the global loss
@@ -112,7 +114,9 @@ class Trainer:
         sums, counts, j = out["sums"].tolist(), out["counts"].tolist(), self.cfg.jepa
         lm = sums[0] / max(counts[0], 1)
         jepa = sums[1] / max(counts[1], 1)
-        terms = {"loss": total_loss(j, lm, jepa), "lm": lm, "jepa": jepa,
+        reg = sums[3] / max(counts[4], 1)  # a micro-batch's R is already global: mean over micro-batch entries
+        terms = {"loss": total_loss(j, lm, jepa, reg), "lm": lm, "jepa": jepa,
+                 **({"reg": reg} if regularized(j) else {}),
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
         skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
         self.step_log.write({"step": self.step, **terms, "lr": self.lr(), "skipped": skipped,
@@ -134,8 +138,9 @@ class Trainer:
         n_pairs = counts[1].item()
         jepa = (sums[1] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         cos = (sums[2] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
+        reg = (sums[3] / counts[4].clamp_min(1)).item()
         j = self.cfg.jepa
-        scalars = {"loss/total": total_loss(j, lm, jepa), "loss/lm": lm, "loss/jepa": jepa,
+        scalars = {"loss/total": total_loss(j, lm, jepa, reg), "loss/lm": lm, "loss/jepa": jepa, "loss/reg": reg,
                    "jepa/cosine": cos, "lr": self.lr(),
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
