@@ -27,7 +27,7 @@ from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_toke
 from megajepa.model.transformer import describe, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.objective.losses import gather_across_ranks
-from megajepa.training.checkpoint import store, universal
+from megajepa.training.checkpoint import locate, universal
 from megajepa.training.compiling import compile_layers, use_flex_attention
 from megajepa.training.engine import build_engine, build_model, resolve_ds_config
 
@@ -56,22 +56,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resume_target(cfg: RunConfig) -> tuple[str, str] | None:
-    """(checkpoint root, tag) this run resumes from, or None for a fresh start."""
-    if cfg.resume == "none":
-        return None
-    if cfg.resume == "auto":
-        tag = store.latest_tag(cfg.output_dir)
-        return None if tag is None else (store.checkpoint_dir(cfg.output_dir), tag)
-    return os.path.split(os.path.abspath(cfg.resume))
-
-
 def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
     rank, world = dist_info.rank, dist_info.world_size
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     seed_everything(cfg.seed)  # same on every rank: identical init whatever the world size
     ds = resolve_ds_config(cfg, world)  # config errors before any data or model work
-    resume_from = resume_target(cfg)
+    resume_from = locate.resume_target(cfg.resume, cfg.output_dir)
     if resume_from and universal.needs_universal(os.path.join(*resume_from), world):
         universal.enable_in(ds)  # written by another rank count: DeepSpeed re-partitions it on load
 
@@ -130,7 +120,7 @@ def corpus_tokenizer(cfg: RunConfig, records, rank: int) -> Tokenizer:
     """data.tokenizer, else a sentencepiece model trained on the corpus next to the run (by rank 0)."""
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
-    cache = os.path.join(cfg.output_dir, "tokenizer")
+    cache = locate.sentencepiece_dir(cfg.output_dir)
     if rank == 0:  # one rank trains, the others read the file it wrote
         os.makedirs(cache, exist_ok=True)
         load_or_train(cache, lambda: corpus.record_texts(records, cfg.data.extra_view_fields),
