@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from helpers import fake_tag
 from run_helpers import FAULTS, RUN, TRAIN, deepspeed_cmd, env, free_port, losses, start, wait_for_step
 
 from megajepa.training.checkpoint import locate
@@ -22,14 +23,6 @@ from megajepa.training.guards.nonfinite import EXIT_NONFINITE, NonFiniteError, N
 
 
 # ------------------------------------------------------------------ unit: bookkeeping
-def fake_tag(root, step, complete=True):
-    tag = os.path.join(root, locate.tag_for(step))
-    os.makedirs(tag)
-    open(os.path.join(tag, "weights.pt"), "w").close()
-    if complete:
-        open(os.path.join(tag, locate.COMPLETE), "w").close()
-
-
 def test_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     root = locate.checkpoint_dir(str(tmp_path))
     fake_tag(root, 2)

@@ -9,20 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import fake_tag
 from interop_fixtures import ROOT, hf_model, hf_tokenizer, run, save_hf
 
 from megajepa.config import ModelConfig
 from megajepa.training.checkpoint import locate
 from megajepa.training.checkpoint.locate import CheckpointError, SavedCheckpoint, find_checkpoint
-
-
-def fake_tag(root, step, complete=True):
-    tag = os.path.join(root, locate.tag_for(step))
-    os.makedirs(tag)
-    open(os.path.join(tag, "zero_pp_rank_0_mp_rank_00_model_states.pt"), "w").close()
-    if complete:
-        open(os.path.join(tag, locate.COMPLETE), "w").close()
-    return tag
 
 
 def test_every_path_form_names_the_same_checkpoint(tmp_path):
