@@ -272,11 +272,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def is_main() -> bool:
-    """True on global rank 0 (and when no process group exists)."""
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

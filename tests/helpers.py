@@ -1,5 +1,7 @@
-"""Small builders shared by tests: tiny model configs and fixed special-token ids."""
+"""Small builders shared by tests: tiny model configs, fixed special-token ids, hand-made checkpoint tags."""
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -9,6 +11,17 @@ from megajepa.model.transformer import Transformer, resolve_model_config
 
 VOCAB = 96
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
+
+
+def fake_tag(root: str, step: int, complete: bool = True) -> str:
+    """A checkpoint tag folder as the locator sees one: rank 0's model-state file, and the COMPLETE marker."""
+    from megajepa.training.checkpoint import locate
+    tag = os.path.join(root, locate.tag_for(step))
+    os.makedirs(tag)
+    open(os.path.join(tag, "zero_pp_rank_0_mp_rank_00_model_states.pt"), "w").close()
+    if complete:
+        open(os.path.join(tag, locate.COMPLETE), "w").close()
+    return tag
 
 
 def tiny_config(**overrides) -> ModelConfig:

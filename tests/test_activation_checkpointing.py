@@ -6,8 +6,8 @@ from helpers import random_packed_batch, tiny_config
 
 from megajepa.config import ConfigError, load_config
 from megajepa.model.attention import dense_mask
-from megajepa.objective.losses import ntp_loss
 from megajepa.model.transformer import Transformer
+from megajepa.objective.losses import ntp_loss
 
 
 def loss_grads_and_calls(every: int | None):

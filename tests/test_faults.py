@@ -14,31 +14,25 @@ import time
 
 import pytest
 import torch
+from helpers import fake_tag
 from run_helpers import FAULTS, RUN, TRAIN, deepspeed_cmd, env, free_port, losses, start, wait_for_step
 
+from megajepa.training.checkpoint import locate
 from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.guards.nonfinite import EXIT_NONFINITE, NonFiniteError, NonFiniteGuard, poison
 
 
 # ------------------------------------------------------------------ unit: bookkeeping
-def fake_tag(root, step, complete=True):
-    tag = os.path.join(root, checkpoint.tag_for(step))
-    os.makedirs(tag)
-    open(os.path.join(tag, "weights.pt"), "w").close()
-    if complete:
-        open(os.path.join(tag, checkpoint.COMPLETE), "w").close()
-
-
 def test_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path):
-    root = checkpoint.checkpoint_dir(str(tmp_path))
+    root = locate.checkpoint_dir(str(tmp_path))
     fake_tag(root, 2)
     fake_tag(root, 4)
     fake_tag(root, 6, complete=False)  # a write that was killed
     with open(os.path.join(root, "latest"), "w") as f:
-        f.write(checkpoint.tag_for(6))  # as DeepSpeed's own `latest` could have said
-    assert checkpoint.latest_tag(str(tmp_path)) == checkpoint.tag_for(4)
+        f.write(locate.tag_for(6))  # as DeepSpeed's own `latest` could have said
+    assert locate.latest_tag(root) == locate.tag_for(4)
     with pytest.raises(FileNotFoundError, match="incomplete"):
-        checkpoint.load(None, root, checkpoint.tag_for(6), 0)
+        checkpoint.load(None, root, locate.tag_for(6), 0)
 
 
 def test_prune_keeps_the_newest_complete_and_drops_older_partials(tmp_path):
@@ -48,8 +42,8 @@ def test_prune_keeps_the_newest_complete_and_drops_older_partials(tmp_path):
     fake_tag(root, 4, complete=False)  # older than the newest complete one: garbage
     fake_tag(root, 6, complete=False)  # newer: could be a write in progress, kept
     deleted = checkpoint.prune(root, keep_last=2)
-    assert sorted(deleted) == [checkpoint.tag_for(s) for s in (1, 2, 4)]
-    assert sorted(os.listdir(root)) == [checkpoint.tag_for(s) for s in (3, 5, 6)]
+    assert sorted(deleted) == [locate.tag_for(s) for s in (1, 2, 4)]
+    assert sorted(os.listdir(root)) == [locate.tag_for(s) for s in (3, 5, 6)]
 
 
 def test_guard_counts_skips_and_stops_on_the_nth_in_a_row():
@@ -99,16 +93,16 @@ def assert_equal_tree(a, b, where=""):
 @pytest.mark.slow
 def test_kill_during_checkpoint_write_then_nonfinite_steps(tmp_path):
     out = str(tmp_path / "run")
-    root = checkpoint.checkpoint_dir(out)
-    step2, step4, step6 = (checkpoint.tag_for(s) for s in (2, 4, 6))
+    root = locate.checkpoint_dir(out)
+    step2, step4, step6 = (locate.tag_for(s) for s in (2, 4, 6))
     # 1. rank 0 SIGKILLs itself inside DeepSpeed's write of the step-4 checkpoint
     proc = start(deepspeed_cmd(out, script=FAULTS), tmp_path / "killed.log", MEGAJEPA_FAULT_KILL_IN_SAVE="0:4")
     rc = proc.wait(timeout=600)
     log = (tmp_path / "killed.log").read_text()
     assert rc != 0 and "FAULT: rank 0 killing itself while writing step_00000004" in log, log[-3000:]
-    assert os.listdir(os.path.join(root, step4)) and not checkpoint.is_complete(root, step4)  # partial
+    assert os.listdir(os.path.join(root, step4)) and not locate.is_complete(root, step4)  # partial
     assert open(os.path.join(root, "latest")).read() == step2  # never pointed at the partial one
-    assert checkpoint.latest_tag(out) == step2
+    assert locate.latest_tag(root) == step2
 
     # 2. resume=auto from step 2; rank 1 alone gets a NaN loss at step 3, NaN gradients (finite loss) at 5
     # and 6, a NaN loss at 7: 3 in a row = stop
@@ -128,11 +122,11 @@ def test_kill_during_checkpoint_write_then_nonfinite_steps(tmp_path):
     assert got[3]["lr"] == got[2]["lr"] and got[4]["lr"] != got[3]["lr"]  # a skipped step leaves the schedule
     # Steps 5 and 6 were skipped on both ranks (rank 0's own loss was finite): the step-6 checkpoint holds
     # exactly the weights and optimizer state of step 4. Step 4's re-save replaced the partial directory.
-    assert checkpoint.is_complete(root, step4) and checkpoint.is_complete(root, step6)
+    assert locate.is_complete(root, step4) and locate.is_complete(root, step6)
     for rank in (0, 1):
         assert_equal_tree(optimizer_state(os.path.join(root, step4), rank),
                           optimizer_state(os.path.join(root, step6), rank), f"rank{rank}")
-    assert json.load(open(os.path.join(root, step6, checkpoint.COMPLETE)))["step"] == 6
+    assert json.load(open(os.path.join(root, step6, locate.COMPLETE)))["step"] == 6
 
 
 @pytest.mark.slow

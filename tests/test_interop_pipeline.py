@@ -161,7 +161,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path, capsys
     run_dir = pretrained[0]
     out = str(tmp_path / "out")
     code, err = _convert(["--checkpoint", str(tmp_path), "--output", out], capsys)
-    assert code == 2 and "not a megajepa checkpoint" in err and not os.path.exists(out)
+    assert code == 2 and "is not a checkpoint" in err and not os.path.exists(out)
 
     code, err = _convert(["--checkpoint", run_dir, "--output", out, "--tag", "step_00000099"], capsys)
     assert code == 2 and "available tags: ['step_00000004']" in err and not os.path.exists(out)

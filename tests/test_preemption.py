@@ -10,7 +10,7 @@ import psutil
 import pytest
 from run_helpers import STEPS, deepspeed_cmd, losses, rank_pids, reference_losses, same_losses, start, wait_for_step
 
-from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.checkpoint import locate
 from megajepa.training.guards.preemption import EXIT_REQUEUE
 
 
@@ -19,9 +19,9 @@ def stopped_ranks(log: str, step: int, signame: str) -> set[str]:
 
 
 def assert_checkpoint_at(out: str, step: int) -> None:
-    root = checkpoint.checkpoint_dir(out)
-    assert checkpoint.latest_tag(out) == checkpoint.tag_for(step)
-    assert checkpoint.is_complete(root, checkpoint.tag_for(step))
+    root = locate.checkpoint_dir(out)
+    assert locate.latest_tag(root) == locate.tag_for(step)
+    assert locate.is_complete(root, locate.tag_for(step))
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from megajepa.eval.embeddings import analyze, embed_pairs  # noqa: E402
 from megajepa.eval.generate import InputError, read_items  # noqa: E402
-from megajepa.eval.load import LoadError, load_model  # noqa: E402
+from megajepa.eval.load import load_model  # noqa: E402
+from megajepa.training.checkpoint.locate import CheckpointError  # noqa: E402
 
 
 def plot(emb: dict, result: dict, out_dir: str, title: str) -> None:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         items = read_items(args.input)
         loaded = load_model(args.model, args.tokenizer)
-    except (InputError, LoadError) as e:
+    except (InputError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     jepa = (loaded.run_config or {}).get("jepa") or {}

@@ -142,12 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from megajepa.eval.load import LoadError, load_model
+    from megajepa.eval.load import load_model
+    from megajepa.training.checkpoint.locate import CheckpointError
     try:
         metrics = parse_metrics(args.metric)
         items = read_items(args.input, args.max_examples)  # input errors before the model is loaded
         loaded = load_model(args.model, args.tokenizer)
-    except (InputError, LoadError) as e:
+    except (InputError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trained_with = bool(((loaded.run_config or {}).get("data") or {}).get("system_prompt", False))

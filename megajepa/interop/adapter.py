@@ -1,41 +1,44 @@
-"""megajepa <-> transformers Llama-family: config translation and a state-dict rename.
+"""megajepa <-> transformers Llama-family: the one name, shape and config map (torchtitan's StateDictAdapter).
 
-Our parameter names are transformers' without the `model.` prefix (and `lm_head.weight` as is), so
-the mapping is a prefix rule; a tied head has no `lm_head.weight` on either side.
+Our parameter names are transformers' without the decoder's `model.` prefix, the output head
+(`lm_head.weight`) keeps its name, and a tied head has no `lm_head.weight` on either side; rotary
+buffers exist only in transformers. Export, continued pretraining, import and evaluation all go
+through these functions.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 
 from megajepa.config import ModelConfig
 
 HEAD = "lm_head.weight"
+VOCAB_ROWS = ("embed_tokens.weight", HEAD)  # our parameters with one row per token id
+_DECODER = "model."  # transformers' prefix for everything but the head
+
+
+def to_hf_name(name: str) -> str:
+    return name if name == HEAD else _DECODER + name
+
+
+def from_hf_name(hf_name: str) -> str:
+    if hf_name == HEAD:
+        return HEAD
+    if not hf_name.startswith(_DECODER):
+        raise KeyError(f"unexpected parameter in the transformers checkpoint: {hf_name}")
+    return hf_name[len(_DECODER):]
+
+
+def is_hf_parameter(hf_name: str, tie_embeddings: bool) -> bool:
+    """False for tensors with no megajepa parameter: rotary buffers, and the head of a tied model."""
+    return "rotary_emb" not in hf_name and not (tie_embeddings and hf_name == HEAD)
 
 
 def to_hf_state_dict(state: dict[str, torch.Tensor], tie_embeddings: bool) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, tensor in state.items():
-        if name == HEAD:
-            if not tie_embeddings:
-                out[HEAD] = tensor
-        else:
-            out["model." + name] = tensor
-    return out
+    return {to_hf_name(n): t for n, t in state.items() if not (tie_embeddings and n == HEAD)}
 
 
 def from_hf_state_dict(state: dict[str, torch.Tensor], tie_embeddings: bool) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, tensor in state.items():
-        if name == HEAD:
-            if not tie_embeddings:
-                out[HEAD] = tensor
-        elif name.startswith("model."):
-            out[name[len("model."):]] = tensor
-        elif "rotary_emb" not in name:
-            raise KeyError(f"unexpected parameter in the transformers checkpoint: {name}")
-    return out
+    return {from_hf_name(n): t for n, t in state.items() if is_hf_parameter(n, tie_embeddings)}
 
 
 def architecture_for(cfg: ModelConfig) -> str:
@@ -117,6 +120,3 @@ def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
                        sliding_window=window, max_seq_len=hf_config.max_position_embeddings,
                        rope_scaling=scaling)
 
-
-def config_fields(cfg: ModelConfig) -> dict:
-    return dataclasses.asdict(cfg)

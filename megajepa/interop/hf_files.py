@@ -9,12 +9,9 @@ import os
 import torch
 
 from megajepa.interop.adapter import ARCHITECTURES, UnsupportedCheckpoint, from_hf_config
+from megajepa.training.checkpoint.locate import CheckpointError
 
 SINGLE, INDEX = "model.safetensors", "model.safetensors.index.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or inconsistent."""
 
 
 class HFCheckpoint:

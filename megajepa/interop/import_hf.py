@@ -21,6 +21,7 @@ from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.checkpoint.locate import hf_tokenizer_dir
 from megajepa.training.engine import build_engine, build_model, resolve_ds_config
 
 
@@ -52,7 +53,7 @@ def convert_from_hf(cfg: RunConfig, rank: int, world: int) -> str:
         model = build_model(model_cfg, ds)
         load_hf_weights(model, ckpt, tok.added_ids(), rank)
         engine = build_engine(HybridObjective(model, cfg.jepa), ds, cfg.train.weight_decay)
-        tokenizer_dir = os.path.join(output, "tokenizer_hf")
+        tokenizer_dir = hf_tokenizer_dir(output)
         final = dataclasses.replace(cfg, output_dir=output)
         micro = cfg.train.micro_batch_size
         state = {"step": 0, "data": {"epoch": 0, "consumed": 0, "global_batch": micro * world, "seed": cfg.seed},

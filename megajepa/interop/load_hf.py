@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import torch
 
 from megajepa.config import ConfigError, ModelConfig
 from megajepa.data.tokenizer.hf import HFTokenizer
-from megajepa.interop.adapter import HEAD
+from megajepa.interop.adapter import VOCAB_ROWS, is_hf_parameter, to_hf_name
 from megajepa.interop.hf_files import CheckpointError, HFCheckpoint
+from megajepa.training.checkpoint.locate import hf_tokenizer_dir
 
 log = logging.getLogger("megajepa")
-VOCAB_ROWS = ("embed_tokens.weight", HEAD)  # parameters with one row per token id
-
-
-def hf_name(name: str) -> str:
-    return name if name == HEAD else "model." + name
 
 
 def model_config_for(ckpt: HFCheckpoint, tokenizer, requested: ModelConfig | None = None) -> ModelConfig:
@@ -46,10 +41,8 @@ def model_config_for(ckpt: HFCheckpoint, tokenizer, requested: ModelConfig | Non
 
 def check_names(model: torch.nn.Module, ckpt: HFCheckpoint) -> None:
     """Every parameter has a tensor in the checkpoint and vice versa (rotary buffers and a tied head aside)."""
-    ours = {hf_name(n) for n, _ in model.named_parameters()}
-    theirs = {n for n in ckpt.names() if "rotary_emb" not in n}
-    if model.config.tie_embeddings:
-        theirs.discard(HEAD)
+    ours = {to_hf_name(n) for n, _ in model.named_parameters()}
+    theirs = {n for n in ckpt.names() if is_hf_parameter(n, model.config.tie_embeddings)}
     missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)
     if missing or unexpected:
         raise CheckpointError(f"{ckpt.path}: tensors do not match the architecture in config.json; missing: "
@@ -66,7 +59,7 @@ def _fill(param: torch.Tensor, name: str, src: torch.Tensor, new_rows: list[int]
             param[rows] = mean
         return
     if tuple(src.shape) != tuple(param.shape):
-        raise CheckpointError(f"{where}: tensor {hf_name(name)} has shape {tuple(src.shape)}, the model "
+        raise CheckpointError(f"{where}: tensor {to_hf_name(name)} has shape {tuple(src.shape)}, the model "
                               f"needs {tuple(param.shape)}")
     param.copy_(src)
 
@@ -80,7 +73,7 @@ def load_hf_weights(model: torch.nn.Module, ckpt: HFCheckpoint, new_rows: list[i
         partitioned = hasattr(param, "ds_id")
         with deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=partitioned):
             if rank == 0 or not partitioned:  # partitioned: rank 0 reads, the exit broadcasts its shard
-                _fill(param.data, name, ckpt.tensor(hf_name(name)), new_rows, ckpt.path)
+                _fill(param.data, name, ckpt.tensor(to_hf_name(name)), new_rows, ckpt.path)
     ckpt.close()
     if rank == 0:
         log.info("loaded %d tensors from %s (%d new vocabulary rows set to the mean embedding)",
@@ -93,7 +86,7 @@ def run_tokenizer(source: str, output_dir: str, rank: int) -> HFTokenizer:
     from megajepa import distributed
 
     tok = HFTokenizer(source)
-    copy = os.path.join(output_dir, "tokenizer_hf")
+    copy = hf_tokenizer_dir(output_dir)
     if rank == 0:
         tok.save(copy)
     distributed.barrier()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from megajepa import distributed
-from megajepa.config import RunConfig
+from megajepa.config import ConfigError, RunConfig
 from megajepa.data import corpus, preprocess
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
@@ -33,7 +33,7 @@ from megajepa.model.transformer import describe, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.objective.losses import gather_across_ranks
 from megajepa.objective.regularizers import autograd_all_reduce
-from megajepa.training.checkpoint import store, universal
+from megajepa.training.checkpoint import locate, store, universal
 from megajepa.training.compiling import compile_layers, use_flex_attention
 from megajepa.training.engine import build_engine, build_model, resolve_ds_config
 
@@ -63,14 +63,15 @@ def seed_everything(seed: int) -> None:
 
 
 def resume_target(cfg: RunConfig) -> tuple[str, str] | None:
-    """(checkpoint root, tag) this run resumes from, or None for a fresh start."""
-    if cfg.resume == "none":
-        return None
-    if cfg.resume == "auto":
-        tag = store.latest_tag(cfg.output_dir)
-        return None if tag is None else (store.checkpoint_dir(cfg.output_dir), tag)
-    store.check_resumable(os.path.abspath(cfg.resume))
-    return os.path.split(os.path.abspath(cfg.resume))
+    """(checkpoint root, tag) this run resumes from, or None for a fresh start; a bad resume=PATH (not a
+    checkpoint, incomplete, corrupt) is a ConfigError saying which, before the model is built."""
+    try:
+        target = locate.resume_target(cfg.resume, cfg.output_dir)
+    except locate.CheckpointError as e:
+        raise ConfigError(f"resume={cfg.resume}: {e}") from None
+    if target is not None and cfg.resume != "auto":
+        store.check_intact(os.path.join(*target))
+    return target
 
 
 def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
@@ -146,7 +147,7 @@ def corpus_tokenizer(cfg: RunConfig, texts: list[str], rank: int) -> tuple[Token
     next to the run (by rank 0)."""
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer), f"from data.tokenizer={cfg.data.tokenizer}"
-    cache = os.path.join(cfg.output_dir, "tokenizer")
+    cache = locate.sentencepiece_dir(cfg.output_dir)
     fingerprint = corpus_fingerprint(texts, cfg.data.vocab_size, seed=cfg.seed)
     reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, "tokenizer.model"))
     if rank == 0:  # one rank trains, the others read the file it wrote

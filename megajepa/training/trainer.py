@@ -15,6 +15,7 @@ from megajepa.model.flops import batch_train_flops, throughput_scalars
 from megajepa.objective.hybrid import regularized, total_loss
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
+from megajepa.training.checkpoint.locate import checkpoint_dir, tag_for
 from megajepa.training.guards import preemption
 from megajepa.training.guards.collapse import CollapseMonitor
 from megajepa.training.guards.nonfinite import NonFiniteGuard, poison
@@ -187,7 +188,7 @@ class Trainer:
                     self.save()
                 if stop:
                     raise preemption.Preempted(self.step, self.stop.name, self.last_checkpoint)
-            final = os.path.join(checkpoint.checkpoint_dir(self.cfg.output_dir), checkpoint.tag_for(self.step))
+            final = os.path.join(checkpoint_dir(self.cfg.output_dir), tag_for(self.step))
             if os.path.abspath(self.last_checkpoint or "") != os.path.abspath(final):  # not when resumed at the end
                 self.save()
             if self.rank == 0:

@@ -9,13 +9,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from megajepa.distributed import barrier, init_distributed, is_main, shutdown  # noqa: E402
+from megajepa.distributed import barrier, init_distributed, shutdown  # noqa: E402
 
 info = init_distributed(timeout_minutes=2)
 t = torch.tensor([float(info.rank)])
 dist.all_reduce(t)
 barrier()
 print("PROBE " + json.dumps({"rank": info.rank, "local_rank": info.local_rank, "world": info.world_size,
-                             "launcher": info.launcher, "sum": t.item(), "main": is_main(),
+                             "launcher": info.launcher, "sum": t.item(), "group_rank": dist.get_rank(),
                              "host": socket.gethostname(), "master": info.master_addr}), flush=True)
 shutdown()

@@ -15,7 +15,7 @@ from deepspeed.runtime.engine import DeepSpeedEngine  # noqa: E402
 from megajepa import train  # noqa: E402
 from megajepa.objective.hybrid import HybridObjective  # noqa: E402
 from megajepa.training import trainer  # noqa: E402
-from megajepa.training.checkpoint import store as checkpoint  # noqa: E402
+from megajepa.training.checkpoint.locate import tag_for  # noqa: E402
 
 RANK = int(os.environ.get("RANK", "0"))
 _step = [0]
@@ -46,7 +46,7 @@ def forward(self, *args, **kwargs):
 
 
 def save_zero(self, save_dir, tag, *args, **kwargs):
-    if tag in {checkpoint.tag_for(s) for s in kill_steps}:  # model states written, optimizer shards not
+    if tag in {tag_for(s) for s in kill_steps}:  # model states written, optimizer shards not
         print(f"FAULT: rank {RANK} killing itself while writing {tag}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     return _save_zero(self, save_dir, tag, *args, **kwargs)

@@ -97,10 +97,11 @@ def training_chat_template(system_prompt: bool) -> str:
 
 
 def load_tokenizer(path: str):
-    """A sentencepiece model file -> Tokenizer; a transformers tokenizer directory -> HFTokenizer."""
-    if os.path.isdir(path):
+    """A transformers tokenizer directory -> HFTokenizer; a sentencepiece model file, or a directory holding
+    only `tokenizer.model`, -> Tokenizer."""
+    if is_hf_tokenizer_dir(path):
         return HFTokenizer(path)
-    return Tokenizer.load(path)
+    return Tokenizer.load(os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path)
 
 
 def export_tokenizer(tok, out_dir: str, chat_template: str | None = None) -> None:

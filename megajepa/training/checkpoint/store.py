@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import time
 import zipfile
@@ -21,19 +20,9 @@ import numpy as np
 import torch
 
 from megajepa import distributed
-from megajepa.training.checkpoint import universal
+from megajepa.training.checkpoint import locate, universal
 
 log = logging.getLogger(__name__)
-COMPLETE = "COMPLETE"
-_TAG = re.compile(r"step_(\d+)$")
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def checkpoint_dir(output_dir: str) -> str:
-    return os.path.join(output_dir, "checkpoints")
 
 
 def rng_state() -> dict:
@@ -47,18 +36,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def is_complete(root: str, tag: str) -> bool:
-    return os.path.isfile(os.path.join(root, tag, COMPLETE))
-
-
-def complete_tags(root: str) -> list[str]:
-    """Complete `step_N` tags under root, oldest first."""
-    if not os.path.isdir(root):
-        return []
-    tags = [t for t in os.listdir(root) if _TAG.match(t) and is_complete(root, t)]
-    return sorted(tags, key=lambda t: int(_TAG.match(t).group(1)))
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -97,8 +74,8 @@ def save(engine, output_dir: str, step: int, client_state: dict, rank: int, keep
         raise RuntimeError("an asynchronous (decoupled) DeepSpeed checkpoint engine is not supported: the COMPLETE "
                            "marker would precede the data; remove the checkpoint engine options from the DeepSpeed "
                            "config")
-    root = checkpoint_dir(output_dir)
-    tag = tag_for(step)
+    root = locate.checkpoint_dir(output_dir)
+    tag = locate.tag_for(step)
     tag_dir = os.path.join(root, tag)
     world = distributed.get_world_size()
     if rank == 0:
@@ -112,9 +89,9 @@ def save(engine, output_dir: str, step: int, client_state: dict, rank: int, keep
     _fsync_share(tag_dir, rank, world)
     distributed.barrier()  # every rank's files are on disk
     if rank == 0:
-        _write_atomic(os.path.join(tag_dir, COMPLETE),
+        _write_atomic(os.path.join(tag_dir, locate.COMPLETE),
                       json.dumps({"step": step, "world_size": world, "time": time.time()}) + "\n")
-        _write_atomic(os.path.join(root, "latest"), tag)
+        _write_atomic(os.path.join(root, locate.LATEST), tag)
         _fsync_dir(root)
         if keep_last:
             prune(root, keep_last)
@@ -125,16 +102,15 @@ def save(engine, output_dir: str, step: int, client_state: dict, rank: int, keep
 def prune(root: str, keep_last: int) -> list[str]:
     """Delete complete checkpoints older than the newest `keep_last`, and partial ones older than the
     newest complete one (leftovers of a killed write). Returns the deleted tags."""
-    complete = complete_tags(root)
+    complete = locate.complete_tags(root)
     if not complete:
         return []
-    newest = int(_TAG.match(complete[-1]).group(1))
-    partial = [t for t in os.listdir(root) if _TAG.match(t) and not is_complete(root, t)
-               and int(_TAG.match(t).group(1)) < newest]
+    tags = locate.step_tags(root)  # oldest first
+    partial = [t for t in tags[:tags.index(complete[-1])] if not locate.is_complete(root, t)]
     doomed = complete[:-keep_last] + partial
     for t in doomed:
         # the marker goes first: a kill mid-delete leaves a partial dir, never a "complete" broken one
-        marker = os.path.join(root, t, COMPLETE)
+        marker = os.path.join(root, t, locate.COMPLETE)
         if os.path.exists(marker):
             os.remove(marker)
         shutil.rmtree(os.path.join(root, t), ignore_errors=True)
@@ -143,39 +119,16 @@ def prune(root: str, keep_last: int) -> list[str]:
     return doomed
 
 
-def latest_tag(output_dir: str) -> str | None:
-    """The tag `latest` names when it is complete, else the newest complete tag, else None."""
-    root = checkpoint_dir(output_dir)
-    path = os.path.join(root, "latest")
-    named = None
-    if os.path.isfile(path):
-        with open(path) as f:
-            named = f.read().strip() or None
-    if named and is_complete(root, named):
-        return named
-    complete = complete_tags(root)
-    if named:
-        log.warning("%s names %r, which is not a complete checkpoint (no %s marker); using %s", path, named,
-                    COMPLETE, complete[-1] if complete else "none")
-    return complete[-1] if complete else None
-
-
-def check_resumable(tag_dir: str) -> None:
-    """Refuse resume=PATH before the model is built when PATH is not a checkpoint, an incomplete one or a
-    corrupt one, saying which (ConfigError: exit 2)."""
+def check_intact(tag_dir: str) -> None:
+    """Refuse a complete-looking checkpoint whose files are damaged, before the model is built (ConfigError:
+    exit 2); locate.find_checkpoint has already told a non-checkpoint and an incomplete one apart."""
     from megajepa.config import ConfigError
     files = os.listdir(tag_dir)
-    if COMPLETE not in files and not any(f.endswith("_model_states.pt") for f in files):
-        raise ConfigError(f"resume={tag_dir} is not a checkpoint (no {COMPLETE} marker, no DeepSpeed model "
-                          "states): name a tag directory, e.g. OUTPUT_DIR/checkpoints/step_00000100")
-    if COMPLETE not in files:
-        raise ConfigError(f"resume={tag_dir} is an incomplete checkpoint (no {COMPLETE} marker: its write was "
-                          f"interrupted); complete ones beside it: {complete_tags(os.path.dirname(tag_dir))}")
     try:
-        with open(os.path.join(tag_dir, COMPLETE)) as f:
+        with open(os.path.join(tag_dir, locate.COMPLETE)) as f:
             world = json.load(f)["world_size"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: unreadable {COMPLETE} marker ({e})") from None
+        raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: unreadable {locate.COMPLETE} marker ({e})") from None
     saved = universal.saved_world_size(tag_dir) or 0
     if saved != world:
         raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: written by {world} rank(s), holds {saved} "
@@ -188,9 +141,9 @@ def check_resumable(tag_dir: str) -> None:
 
 
 def load(engine, root: str, tag: str, rank: int) -> dict:
-    if not is_complete(root, tag):
-        raise FileNotFoundError(f"checkpoint {os.path.join(root, tag)} is incomplete (no {COMPLETE} marker: its "
-                                f"write was interrupted); resume from a complete one: {complete_tags(root)}")
+    if not locate.is_complete(root, tag):
+        raise FileNotFoundError(f"checkpoint {os.path.join(root, tag)} is incomplete (no {locate.COMPLETE} marker: its "
+                                f"write was interrupted); resume from a complete one: {locate.complete_tags(root)}")
     tag_dir = os.path.join(root, tag)
     if universal.needs_universal(tag_dir, engine.dp_world_size):  # written by another rank count
         if not engine.load_universal_checkpoint():
