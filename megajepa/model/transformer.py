@@ -217,6 +217,7 @@ def count_parameters(cfg: ModelConfig) -> int:
 
 def describe(cfg: ModelConfig) -> str:
     n = count_parameters(cfg)
-    return (f"model {cfg.preset}: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "
+    # the shape, not the preset name: a model converted from a transformers checkpoint has no preset
+    return (f"model: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "
             f"{cfg.n_heads} heads / {cfg.n_kv_heads} kv, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, "
             f"{'tied' if cfg.tie_embeddings else 'untied'} head)")
