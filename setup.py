@@ -8,18 +8,22 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.13",  # F.linear_cross_entropy is the NTP loss
-        "deepspeed>=0.19.8",
-        "transformers>=5.23",
+        "deepspeed>=0.19.8,<0.20",  # internal APIs: ops.__compatible_ops__, ds_to_universal.main, is_decoupled
+        "transformers>=5.23,<6",  # the slow-tokenizer converter
         "datasets>=4.0",
         "sentencepiece>=0.2",
         "tensorboard>=2.17",
         "safetensors>=0.4",
         "pyyaml>=6",
         "numpy>=1.26",
-        "mpi4py>=4.0",
-        "mpich>=4.0; platform_system == 'Linux'",  # MPI runtime for mpi4py, from PyPI
-        "matplotlib>=3.8",  # tools/analyze_embeddings.py and benchmarks/reproduce_nlrx.py plots
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
-    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval>=0.4.13,<0.5"],
+        "wandb": ["wandb>=0.31"],
+        "plots": ["matplotlib>=3.8"],  # the run report, tools/analyze_embeddings.py, benchmarks/reproduce_nlrx.py
+        # mpirun launches without a site MPI; a cluster keeps its own (install mpi4py against it instead)
+        "mpi": ["mpi4py>=4.0", "mpich>=4.0; platform_system == 'Linux'"],
+    },
+    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit",
+                                     "megajepa-report=megajepa.training.logs.report:main"]},
 )

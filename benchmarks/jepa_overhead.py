@@ -230,8 +230,8 @@ def main(argv=None) -> int:
                               args.vocab_size, seed=args.seed)
     sp = Specials.from_tokenizer(tok)
     report = BadRecordReport()
-    examples = tokenize_records(records, tok, 2, "skip", report)
-    para = tokenize_records(para_records, tok, 2, "skip", report)
+    examples = tokenize_records(records, tok, "skip", report)
+    para = tokenize_records(para_records, tok, "skip", report)
     model_cfg = resolve_model_config(ModelConfig(preset=args.preset, dim=args.dim, n_layers=args.layers),
                                      tok.vocab_size)
     model = Transformer(model_cfg).train()

@@ -117,7 +117,7 @@ def rows_per_epoch(args, train_file: str, tokenizer_path: str) -> dict[str, int]
     from megajepa.data.packing import LayoutConfig, Specials
     from megajepa.data.tokenizer.sentencepiece import Tokenizer
     tok = Tokenizer.load(tokenizer_path)
-    examples = tokenize_records(train_records(train_file), tok, 1, "skip", BadRecordReport())
+    examples = tokenize_records(train_records(train_file), tok, "skip", BadRecordReport())
     out = {}
     for name, use_jepa in (("ntp", False), ("jepa", True)):
         epochs = PackedEpochs(examples, Specials.from_tokenizer(tok), LayoutConfig(predictors=1), args.seq_len, 0,

@@ -8,6 +8,7 @@ Literal (or `typing.get_args` of it) instead of re-listing the strings. Ranges g
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -86,6 +87,7 @@ class DataConfig:
     train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
     system_prompt: bool = False  # render a messages record's system turn before Text (Text then gets a copy)
     on_bad_record: OnBadRecord = "skip"
+    max_skip_fraction: float = 0.25  # more records skipped than this stops the run before compute
     tokenizer: str | None = None  # path to a sentencepiece model; None: train one next to the run
     vocab_size: int = 1024  # for a tokenizer trained here
     num_workers: int = 0  # tools/preprocess_data.py worker processes (0: one per CPU; --workers overrides)
@@ -120,16 +122,26 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    wandb: bool = False  # W&B beside TensorBoard, rank 0 (WANDB_MODE=offline works with no network)
+    project: str = "megajepa"
+    name: str | None = None  # None: output_dir's last folder
+    tags: list = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     jepa: JepaConfig = field(default_factory=JepaConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     output_dir: str = "runs/default"
     seed: int = 1234
     resume: str = "none"  # none | auto | path to a checkpoint tag directory
     deepspeed_config: str | None = None  # None: ds_configs/zero3.json
+    nvme_path: str | None = None  # local NVMe folder: fills "nvme_path": "auto" (ds_configs/zero3_nvme.json)
 
     def to_dict(self) -> dict:
         return _to_dict(self)
@@ -268,6 +280,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"jepa.temperature must be > 0, got {j.temperature}")
     if d.task not in TASKS:
         raise ConfigError(f"config key 'data.task' must be one of {'|'.join(TASKS)}, got {d.task!r}")
+    if not 0.0 <= d.max_skip_fraction <= 1.0:
+        raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {d.max_skip_fraction}")
     _check_sources(d.sources)
     _check_model(cfg.model)
     _check_eval(cfg.eval)
@@ -293,6 +307,8 @@ def validate(cfg: RunConfig) -> None:
     if not 0 <= t.warmup_steps < t.max_steps:
         raise ConfigError(f"config key 'train.warmup_steps' must be in [0, train.max_steps={t.max_steps}), "
                           f"got {t.warmup_steps}")
+    if cfg.logging.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("logging.wandb is true but wandb is not installed: pip install 'megajepa[wandb]'")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     for key, value in (("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip)):

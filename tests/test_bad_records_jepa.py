@@ -1,6 +1,6 @@
-"""Records the JEPA objective cannot use (issue 3): an empty view, a single view where JEPA needs two,
-views that cannot fit one row even alone. Skipped and counted with file:line (data.on_bad_record=skip)
-or an error naming file:line before any compute (error); a training run never dies on them. ~25 s."""
+"""Records the JEPA objective cannot use (issue 3): an empty view, views that cannot fit one row even
+alone (a one-view record is a plain NTP document, issue 16). Skipped and counted with file:line
+(data.on_bad_record=skip) or an error naming file:line before any compute (error); a training run never dies on them. ~25 s."""
 import json
 import os
 import subprocess
@@ -25,10 +25,10 @@ class CharTokenizer:
 
 GOOD = [{"views": ["find dog", "dog.*"]}, {"messages": [{"role": "user", "content": "cat"},
                                                         {"role": "assistant", "content": "c.t"}]},
-        {"text": "a plain document stays an NTP example"}]
+        {"text": "a plain document stays an NTP example"},
+        {"views": ["a one-view record of any format is a plain NTP document too"]}]
 BAD = {  # record -> reason the report names
     "empty": ({"views": ["find dog", ""]}, "view 1 is empty"),
-    "single": ({"views": ["only one view"]}, "has 1 view(s); the JEPA term needs 2"),
     # the stream alone fits 64 tokens; with predictors and the isolated copy of Code it does not
     "too_long": ({"views": ["x" * 20, "y" * 25]}, "does not fit one row"),
 }
@@ -47,7 +47,7 @@ def corpus_file(tmp_path):
 
 
 def load(path, policy, report, use_jepa=True):
-    examples = tokenize_records(Source(path), CharTokenizer(), 2 if use_jepa else 1, policy, report)
+    examples = tokenize_records(Source(path), CharTokenizer(), policy, report)
     return PackedEpochs(examples, SPECIALS, LayoutConfig(predictors=4), SEQ_LEN, seed=0, use_jepa=use_jepa,
                         policy=policy, report=report)
 
@@ -56,7 +56,7 @@ def test_skip_counts_and_names_each_bad_record(corpus_file):
     path, where = corpus_file
     report = BadRecordReport()
     epochs = load(path, "skip", report)
-    assert len(epochs.examples) == 3 * 3 * len(GOOD)
+    assert len(epochs.examples) == 3 * len(BAD) * len(GOOD)  # the file repeats its lines 3 times
     assert report.total == 3 * len(BAD)
     for name, line in where.items():
         assert any(m.startswith(f"{path}:{line}: {BAD[name][1]}") for m in report.first), (name, report.first)
@@ -87,6 +87,6 @@ def test_training_skips_them_and_runs(corpus_file, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "megajepa", "train.py"), *args], capture_output=True,
                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "skipped 6 bad record(s)" in result.stderr
-    assert f"{path}:{where['single']}: has 1 view(s)" in result.stderr
+    assert "skipped 3 bad record(s)" in result.stderr
+    assert f"{path}:{where['empty']}: view 1 is empty" in result.stderr
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "latest")

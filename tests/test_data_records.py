@@ -92,7 +92,7 @@ def broken_file(tmp_path):
 def test_skip_policy_counts_and_names_every_broken_record(broken_file):
     path, expected = broken_file
     report = BadRecordReport()
-    examples = tokenize_records(Source(path), CharTokenizer(), 1, "skip", report)
+    examples = tokenize_records(Source(path), CharTokenizer(), "skip", report)
     assert len(examples) == len(BROKEN)
     assert [e.source for e in examples] == [f"{path}:{line - 1}" for line in expected]
     assert report.total == len(BROKEN)
@@ -105,7 +105,7 @@ def test_error_policy_stops_at_the_first_broken_record(broken_file):
     path, expected = broken_file
     first_line, reason = next(iter(expected.items()))
     with pytest.raises(RecordError, match=f"{path}:{first_line}: {reason}"):
-        tokenize_records(Source(path), CharTokenizer(), 1, "error", BadRecordReport())
+        tokenize_records(Source(path), CharTokenizer(), "error", BadRecordReport())
 
 
 @pytest.mark.slow
@@ -203,7 +203,7 @@ def test_the_paper_files_read_without_a_bad_record():
     for name in ("synth_train.jsonl", "spider_train.jsonl", "gsm8k_test.jsonl"):
         path = os.path.join(PAPER, name)
         report = BadRecordReport()
-        examples = tokenize_records(Source(path), CharTokenizer(), 1, "error", report, with_prompt=True)
+        examples = tokenize_records(Source(path), CharTokenizer(), "error", report, with_prompt=True)
         with open(path) as f:
             raw = [json.loads(line) for line in f]
         assert report.total == 0 and len(examples) == len(raw)

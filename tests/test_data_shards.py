@@ -64,7 +64,7 @@ def reference_rows(cfg, tok_path):
     sp, layout = Specials.from_tokenizer(tok), LayoutConfig.from_run(cfg)
     rows, skipped = [], 0
     for index, start in enumerate(range(0, len(records), SMALL_CHUNK)):
-        examples = tokenize_records(records[start:start + SMALL_CHUNK], tok, 1, "skip", report,
+        examples = tokenize_records(records[start:start + SMALL_CHUNK], tok, "skip", report,
                                     with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
         keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.dropout
         units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]

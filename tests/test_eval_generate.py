@@ -139,6 +139,11 @@ def test_analyze_embeddings_cli_writes_json_and_plots(trained, capsys):
     assert result["text_to_code"]["lstsq_error"] > 0 and 0 < result["effective_rank"]["enc_code"] <= 64
     for name in ("spectrum.png", "projection.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    args = ["--model", str(run), "--input", str(data), "--out", str(tmp / "a80"), "--max-examples", "80"]
+    assert analyze_main(args) == 0
+    assert json.load(open(tmp / "a80" / "analysis.json"))["n"] == 80  # fewer rows than given: said so
+    assert f"used the first 80 of {len(records)} records" in capsys.readouterr().out
     # 12 examples cannot determine a 64-wide linear map: a clear error, not a meaningless zero
     assert analyze_main(["--model", str(run), "--input", str(small_test), "--out", str(tmp / "a2")]) == 2
     assert "more examples (12) than embedding width (64)" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", help="override the tokenizer")
     args = p.parse_args(argv)
     try:
-        items = read_items(args.input, args.max_examples)
+        items = read_items(args.input)
         loaded = load_model(args.model, args.tokenizer)
     except (InputError, LoadError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -70,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     jepa = (loaded.run_config or {}).get("jepa") or {}
     k = args.predictors if args.predictors is not None else jepa.get("predictors", 1)
     embed_at = args.embed_at or jepa.get("embed_at", "end")
+    given, items = len(items), items[:args.max_examples]
     emb = embed_pairs(loaded.model, loaded.tokenizer, [(i.text, i.reference) for i in items], k, embed_at)
     try:
         result = analyze(emb)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result.update(model=loaded.source, input=os.path.abspath(args.input), predictors=k, embed_at=embed_at)
+    result.update(model=loaded.source, input=os.path.abspath(args.input), records_in_input=given, predictors=k,
+                  embed_at=embed_at)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "analysis.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"n={result['n']} dim={result['dim']} lstsq Text->Code {t2c['lstsq_error']:.4g} "
           f"(relative {t2c['lstsq_relative']:.4g}); effective rank "
           + ", ".join(f"{k}={v:.1f}" for k, v in result["effective_rank"].items()))
+    if len(items) < given:
+        print(f"used the first {len(items)} of {given} records in {args.input} (--max-examples {args.max_examples})")
     return 0
 
 

@@ -1,7 +1,11 @@
 """Which records a run trains on: the weighted mixture of `data.sources`, or the embedded synthetic task."""
 from __future__ import annotations
 
+import json
+
+from megajepa.data.examples import BadRecordReport, RecordError
 from megajepa.data.mixture import mixture
+from megajepa.data.records import BadRecord, record_views
 
 
 def synthetic_split(task: str, n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -19,19 +23,68 @@ def record_stream(cfg):
     yield from ((f"synthetic:{i}", record) for i, record in enumerate(train, 1))
 
 
+def record_texts(records, extra_fields=()) -> list[str]:
+    """Every view string of records known to be good (the synthetic corpus), for training a tokenizer."""
+    return [view for item in records for view in record_views(item[1] if isinstance(item, tuple) else item,
+                                                               extra_fields)]
+
+
 def train_records(cfg, report=None) -> list:
     """Every record of the run's training corpus, in memory (`report`: kept for older callers)."""
     return list(record_stream(cfg))
 
 
-def record_texts(records, extra_fields=()) -> list[str]:
-    """Every view string, for training a tokenizer."""
-    from megajepa.data.records import BadRecord, record_views
-    texts = []
-    for item in records:
-        record = item[1] if isinstance(item, tuple) else item
+def prepare_corpus(cfg, records) -> tuple[BadRecordReport, list[str]]:
+    """Validate (source, record) pairs before a tokenizer is trained on them: (the bad records' report, every
+    view string of the usable ones). data.on_bad_record=error stops at the first bad record; a corpus with no
+    usable record stops here, naming the first bad ones and the counts by reason."""
+    report, texts = BadRecordReport(), []
+    for source, record in records:
         try:
-            texts += record_views(record, extra_fields)
-        except BadRecord:
-            continue
-    return texts
+            texts += record_views(record, cfg.data.extra_view_fields)
+        except BadRecord as e:
+            if cfg.data.on_bad_record == "error":
+                raise RecordError(f"{source}: {e}") from None
+            report.add(source, str(e))
+    if not texts:
+        raise RecordError(no_usable_record(cfg, report))
+    return report, texts
+
+
+def no_usable_record(cfg, report: BadRecordReport) -> str:
+    """Why a corpus gives nothing to train on: no records at all, or every one skipped (first few, by reason)."""
+    where = ", ".join(str(s) for s in cfg.data.sources) or f"synthetic:{cfg.data.task}"
+    if not report.total:
+        return f"no records in data.sources ({where})"
+    return (f"no usable record in data.sources ({where}): all {report.total} skipped; by reason: "
+            f"{json.dumps(report.counts)}; first: {'; '.join(report.first[:5])}")
+
+
+def check_kept(cfg, records_read: int, report: BadRecordReport, rows: int) -> None:
+    """Refuse, before compute, a corpus that packs to no row or loses more than data.max_skip_fraction."""
+    if not rows:
+        raise RecordError(no_usable_record(cfg, report) + f"; raise data.seq_len={cfg.data.seq_len} if they are "
+                          "too long")
+    if report.total > cfg.data.max_skip_fraction * max(records_read, 1):
+        raise RecordError(f"{report.total} of {records_read} records skipped, more than data.max_skip_fraction="
+                          f"{cfg.data.max_skip_fraction:g}; by reason: {json.dumps(report.counts)}; first: "
+                          f"{'; '.join(report.first[:5])}. Fix the records, raise data.seq_len="
+                          f"{cfg.data.seq_len} if they are too long, or raise data.max_skip_fraction")
+
+
+def summary_line(records_read: int, report: BadRecordReport, rows: int, tokens: int, seq_len: int,
+                 by_file: dict, tokenizer_origin: str) -> str:
+    """The one data-summary line every run logs at start."""
+    return (f"data summary: records read {records_read}, kept {records_read - report.total}, skipped "
+            f"{report.total} {json.dumps(report.counts)}; rows {rows}, tokens {tokens}, row fill "
+            f"{tokens / max(rows * seq_len, 1):.1%}; per source: "
+            f"{', '.join(f'{path} {n}' for path, n in by_file.items())}; tokenizer {tokenizer_origin}")
+
+
+def records_by_file(records) -> dict[str, int]:
+    """(source, record) pairs counted per file: "path:12" (line) or "path:row 12"."""
+    counts: dict[str, int] = {}
+    for source, _ in records:
+        name = source.rsplit(":", 1)[0]
+        counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -44,20 +44,17 @@ class RecordError(ValueError):
     """A bad record under policy `error`; raised before training starts."""
 
 
-def tokenize_records(records, tokenizer, min_views: int, policy: str, report: BadRecordReport,
+def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
                      source_name: str = "synthetic", with_prompt: bool = False,
                      extra_fields: tuple | list = ()) -> list[Example]:
-    """`records`: iterable of (source, record) or plain records (numbered from 1). `min_views`: the
-    fewest views a views/messages record may have. `with_prompt`: keep a messages record's system
-    turn as the example's prompt."""
+    """`records`: iterable of (source, record) or plain records (numbered from 1); a one-view record of any
+    format is a plain NTP document (docs/data.md). `with_prompt`: keep a messages record's system turn as
+    the example's prompt."""
     out = []
     for i, item in enumerate(records, 1):
         source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
         try:
             views = record_views(record, extra_fields)  # extra_fields: data.extra_view_fields
-            if len(views) < min_views and "text" not in record:  # a text record is a plain NTP document
-                raise BadRecord(f"has {len(views)} view(s); the JEPA term needs {min_views} (a plain NTP "
-                                "document is a {\"text\": ...} record)")
             ids = [tokenizer.encode(v) for v in views]
             if any(not v for v in ids):
                 raise BadRecord("a view tokenizes to nothing")

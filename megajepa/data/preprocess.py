@@ -17,12 +17,12 @@ import shutil
 import time
 
 from megajepa.data import corpus
-from megajepa.data.examples import BadRecordReport
+from megajepa.data.examples import BadRecordReport, RecordError
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.row_pool import RowPool, chunks
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, load_or_train
+from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, corpus_fingerprint, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
 HF_DIR = "tokenizer_hf"  # a transformers tokenizer stored with the shards
@@ -49,7 +49,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
-    from megajepa.data.examples import RecordError
     from megajepa.data.shards import ShardRows
     manifest = read_manifest(cfg.data.shards)
     check_manifest(manifest, cfg.data.shards, tokenizer_fingerprint(tokenizer), packing_signature(cfg))
@@ -79,9 +78,10 @@ def _tokenizer(cfg, out_dir: str) -> str:
         if os.path.abspath(cfg.data.tokenizer) != os.path.abspath(target):
             shutil.copyfile(cfg.data.tokenizer, target)
         return target
-    sample = itertools.islice(corpus.record_stream(cfg), TOKENIZER_SAMPLE)
-    load_or_train(out_dir, lambda: corpus.record_texts(sample, cfg.data.extra_view_fields), cfg.data.vocab_size,
-                  seed=cfg.seed)
+    sample = list(itertools.islice(corpus.record_stream(cfg), TOKENIZER_SAMPLE))
+    texts = corpus.prepare_corpus(cfg, sample)[1]  # validated before a tokenizer is trained on them
+    load_or_train(out_dir, lambda: texts, cfg.data.vocab_size, corpus_fingerprint(texts, cfg.data.vocab_size,
+                                                                                seed=cfg.seed), seed=cfg.seed)
     return target
 
 
@@ -118,6 +118,11 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     if bar is not None:
         bar.close()
     shards = writer.close()
+    try:
+        corpus.check_kept(cfg, counts["records"], report, sum(s["rows"] for s in shards))
+    except RecordError:
+        writer.discard()
+        raise
     elapsed, main_cpu = time.perf_counter() - start, time.process_time() - main_cpu
     rows, tokens = sum(s["rows"] for s in shards), sum(s["tokens"] for s in shards)
     summary = {"records_read": counts["records"], "records_by_file": by_file, "records_skipped": report.total, "skipped_by_reason": report.counts,

@@ -98,6 +98,13 @@ class ShardWriter:
             self._flush(self._rows)
         return self.shards
 
+    def discard(self) -> None:
+        """Remove every shard file written: a refused corpus leaves no shard set behind."""
+        for shard in self.shards:
+            for f in (*FIELDS, "pairs", "pair_offsets"):
+                if os.path.exists(self._path(shard["name"], f)):
+                    os.remove(self._path(shard["name"], f))
+
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
     tmp = os.path.join(out_dir, MANIFEST + ".tmp")

@@ -7,6 +7,7 @@ for inputs larger than memory); their columns are unified across rows, so a null
 """
 from __future__ import annotations
 
+import codecs
 import glob
 import gzip
 import json
@@ -66,6 +67,9 @@ def read_jsonl(path: str):
             if not raw.strip():
                 continue
             source = f"{path}:{line_no}"
+            raw = raw.rstrip(b"\r\n")  # JSON error columns count within the line itself
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):  # an editor's byte-order mark is not data
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:

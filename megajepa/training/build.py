@@ -20,7 +20,12 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import Tokenizer, load_or_train
+from megajepa.data.tokenizer.sentencepiece import (
+    Tokenizer,
+    corpus_fingerprint,
+    load_or_train,
+    recorded_fingerprint,
+)
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
@@ -63,6 +68,7 @@ def resume_target(cfg: RunConfig) -> tuple[str, str] | None:
     if cfg.resume == "auto":
         tag = store.latest_tag(cfg.output_dir)
         return None if tag is None else (store.checkpoint_dir(cfg.output_dir), tag)
+    store.check_resumable(os.path.abspath(cfg.resume))
     return os.path.split(os.path.abspath(cfg.resume))
 
 
@@ -110,30 +116,40 @@ def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
         tokenizer = run_tokenizer(cfg.model.init_from_hf, cfg.output_dir, rank) if hf else \
             load_tokenizer(preprocess.shard_tokenizer_path(cfg))
         return tokenizer, preprocess.open_checked(cfg, tokenizer)
-    report = BadRecordReport()
     records = corpus.train_records(cfg)
-    tokenizer = run_tokenizer(cfg.model.init_from_hf, cfg.output_dir, rank) if hf else \
-        corpus_tokenizer(cfg, records, rank)
-    # One view is a plain NTP document (a text record in a mixture); two or more also get the JEPA term.
-    min_views = 2 if cfg.jepa.lam > 0 else 1  # a one-view views record cannot give a JEPA pair
-    examples = tokenize_records(records, tokenizer, min_views, cfg.data.on_bad_record, report,
+    texts = corpus.prepare_corpus(cfg, records)[1]  # every record validated before a tokenizer is trained
+    tokenizer, origin = (run_tokenizer(cfg.model.init_from_hf, cfg.output_dir, rank), "of model.init_from_hf") if hf \
+        else corpus_tokenizer(cfg, texts, rank)
+    report = BadRecordReport()
+    # One view is a plain NTP document (any record format); two or more also get the JEPA term.
+    examples = tokenize_records(records, tokenizer, cfg.data.on_bad_record, report,
                                 with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
+    if not examples:
+        corpus.check_kept(cfg, len(records), report, 0)
     epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
                           cfg.data.seq_len, cfg.seed, cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
                           report)
     if report.total:
         log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])
+    rows = epochs.rows(0)
+    corpus.check_kept(cfg, len(records), report, len(rows))
+    if rank == 0:
+        log.info(corpus.summary_line(len(records), report, len(rows), sum(r.n_real for r in rows), cfg.data.seq_len,
+                                     corpus.records_by_file(records), origin))
     return tokenizer, epochs
 
 
-def corpus_tokenizer(cfg: RunConfig, records, rank: int) -> Tokenizer:
-    """data.tokenizer, else a sentencepiece model trained on the corpus next to the run (by rank 0)."""
+def corpus_tokenizer(cfg: RunConfig, texts: list[str], rank: int) -> tuple[Tokenizer, str]:
+    """(tokenizer, where it comes from): data.tokenizer, else a sentencepiece model trained on the corpus
+    next to the run (by rank 0)."""
     if cfg.data.tokenizer:
-        return load_tokenizer(cfg.data.tokenizer)
+        return load_tokenizer(cfg.data.tokenizer), f"from data.tokenizer={cfg.data.tokenizer}"
     cache = os.path.join(cfg.output_dir, "tokenizer")
+    fingerprint = corpus_fingerprint(texts, cfg.data.vocab_size, seed=cfg.seed)
+    reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, "tokenizer.model"))
     if rank == 0:  # one rank trains, the others read the file it wrote
         os.makedirs(cache, exist_ok=True)
-        load_or_train(cache, lambda: corpus.record_texts(records, cfg.data.extra_view_fields),
-                      cfg.data.vocab_size, seed=cfg.seed)
+        load_or_train(cache, lambda: texts, cfg.data.vocab_size, fingerprint, seed=cfg.seed)
     distributed.barrier()
-    return Tokenizer.load(os.path.join(cache, "tokenizer.model"))
+    origin = f"reused from {cache}" if reused else f"trained now, in {cache}"
+    return Tokenizer.load(os.path.join(cache, "tokenizer.model")), origin

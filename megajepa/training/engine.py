@@ -43,6 +43,8 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
             ds = json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"DeepSpeed config {path} is not valid JSON: {e}") from None
+    if not isinstance(ds, dict):
+        raise ConfigError(f"DeepSpeed config {path} must be a JSON object, got a {type(ds).__name__}")
     t = cfg.train
     _fill(ds, "train_micro_batch_size_per_gpu", t.micro_batch_size, path)
     _fill(ds, "gradient_accumulation_steps", t.grad_accum, path)
@@ -59,10 +61,30 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
         _fill(params, "total_num_steps", max(t.max_steps, 1), f"{path} scheduler.params")
         _fill(params, "warmup_num_steps", t.warmup_steps, f"{path} scheduler.params")
         _fill(params, "warmup_max_lr", t.lr, f"{path} scheduler.params")
+    _fill_nvme(ds, cfg.nvme_path, path)
     leftover = _find_auto(ds)
     if leftover:
         raise ConfigError(f"{path}: no run-config value fills \"auto\" at {leftover}")
     return ds
+
+
+def _fill_nvme(ds: dict, nvme_path: str | None, where: str) -> None:
+    """NVMe offload: the folder comes from the run config; DeepSpeed's async_io op must be buildable."""
+    zero = ds.get("zero_optimization", {})
+    sections = [s for s in ("offload_optimizer", "offload_param") if zero.get(s, {}).get("device") == "nvme"]
+    if not sections:
+        return
+    if any(zero[s].get("nvme_path") == "auto" for s in sections):
+        if nvme_path is None:
+            raise ConfigError(f"{where}: offload to NVMe needs a local folder: set nvme_path=/local/nvme/dir")
+        if not os.path.isdir(nvme_path):
+            raise ConfigError(f"nvme_path: {nvme_path!r} is not a directory")
+        for s in sections:
+            _fill(zero[s], "nvme_path", nvme_path, where)
+    from deepspeed.ops.op_builder import AsyncIOBuilder
+    if not AsyncIOBuilder().is_compatible(verbose=False):
+        raise ConfigError(f"{where}: offload to NVMe needs DeepSpeed's async_io op, which cannot build here "
+                          "(install libaio-dev; `ds_report` shows async_io)")
 
 
 def _find_auto(node, prefix="") -> str | None:

@@ -18,6 +18,7 @@ from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.guards import preemption
 from megajepa.training.guards.collapse import CollapseMonitor
 from megajepa.training.guards.nonfinite import NonFiniteGuard, poison
+from megajepa.training.logs import report, step_log
 from megajepa.training.logs.metrics import MetricsLogger
 from megajepa.training.logs.step_log import StepLog
 
@@ -40,12 +41,13 @@ class Trainer:
         self.objective, self.engine, self.evaluator = b.objective, b.engine, b.evaluator
         self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
-        self.logger = MetricsLogger(self.cfg.output_dir, enabled=self.rank == 0)
+        self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())
         self.step_log = StepLog(self.cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
         self.step = 0
         self.last_checkpoint: str | None = None  # named when too many non-finite steps stop the run
         self.data_wait_s = 0.0
+        self.last_scalars: dict[str, float] = {}  # the newest logged value of each scalar, for the summary
         self.resume_from = b.resume_from
         self._maybe_resume()
 
@@ -144,12 +146,22 @@ class Trainer:
         if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
             scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
         self.logger.log(self.step, scalars)
+        self.last_scalars.update(scalars)
 
     def evaluate(self) -> None:
         """Greedy generation on the eval set (every rank, collectively), scores logged on rank 0."""
         scalars = self.evaluator.run(self.objective.model, self.step)
         if scalars is not None:
             self.logger.log(self.step, scalars)
+            self.last_scalars.update(scalars)
+
+    def _summarize(self) -> None:
+        out = self.cfg.output_dir
+        paths = report.make_report(out)
+        last = step_log.read(os.path.join(out, "losses.jsonl")).get(self.step, {})
+        evals = {k: v for k, v in self.last_scalars.items() if k.startswith("eval/")}
+        log.info("%s", report.summary(out, self.step, last, self.last_scalars.get("throughput/tokens_per_s"),
+                                      self.monitor.collapsed_intervals > 0, self.last_checkpoint, evals, paths))
 
     def run(self) -> None:
         t = self.cfg.train
@@ -173,6 +185,9 @@ class Trainer:
             final = os.path.join(checkpoint.checkpoint_dir(self.cfg.output_dir), checkpoint.tag_for(self.step))
             if os.path.abspath(self.last_checkpoint or "") != os.path.abspath(final):  # not when resumed at the end
                 self.save()
+            if self.rank == 0:
+                self.logger.close()  # TensorBoard flushed before the report reads it
+                self._summarize()
         finally:
             if self.stop.received is None:
                 self.stop.restore()

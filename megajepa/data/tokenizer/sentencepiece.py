@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
 import sentencepiece as spm
+
+log = logging.getLogger(__name__)
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SEP = "<|sep|>"
@@ -27,6 +31,7 @@ NUM_PREDICTORS = 10
 PREDICTORS = [f"<|predictor_{i}|>" for i in range(1, NUM_PREDICTORS + 1)]
 CONTROL_SYMBOLS = [SEP, *PREDICTORS]
 MODEL_FILE = "tokenizer.model"
+FINGERPRINT_FILE = "tokenizer.fingerprint"  # corpus_fingerprint of what the cached model was trained on
 # sentencepiece skips longer training sentences; longer texts are cut into chunks of this many chars
 _MAX_SENTENCE_CHARS = 16384
 
@@ -145,8 +150,10 @@ def train_tokenizer(
             raise ValueError(f"no training text for tokenizer {model_path}") from e
         raise
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    # temp file in the same directory, then rename: a crash never leaves a partial model
-    fd, tmp = tempfile.mkstemp(prefix=model_path.name + ".", suffix=".tmp", dir=model_path.parent)
+    # a unique temp name in the same directory, then rename: a crash never leaves a partial model; opened
+    # with mode 0666 so the umask decides who may read it (mkstemp's 0600 hides a run on a shared filesystem)
+    tmp = str(model_path.parent / f"{model_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
@@ -164,17 +171,42 @@ def load_or_train(
     cache_dir: str | os.PathLike,
     texts_fn: Callable[[], Iterable[str]],
     vocab_size: int,
+    fingerprint: str | None = None,
     **kw,
 ) -> Tokenizer:
-    """Reuse `cache_dir/tokenizer.model`, else train it from `texts_fn()` (called lazily).
+    """Reuse `cache_dir/tokenizer.model`, else train it from `texts_fn()` (called lazily). `fingerprint`
+    (corpus_fingerprint of the texts and settings): recorded beside a model trained here; a cached model
+    recorded with another one (or none) is retrained, saying so, never silently reused.
 
     Distributed runs: call this on rank 0 only, then barrier, then `Tokenizer.load` on the other
     ranks; this function does no collective itself.
     """
     path = Path(cache_dir) / MODEL_FILE
-    if path.exists():
+    recorded = recorded_fingerprint(cache_dir)
+    if path.exists() and (fingerprint is None or recorded == fingerprint):
         return Tokenizer(path)  # raises TokenizerError naming the file if it lacks our tokens
-    return train_tokenizer(texts_fn(), path, vocab_size, **kw)
+    if path.exists():
+        log.warning("%s was trained on another corpus or settings (fingerprint %s, this run's %s): retraining it",
+                    path, recorded[:12] if recorded else "not recorded", fingerprint[:12])
+    tokenizer = train_tokenizer(texts_fn(), path, vocab_size, **kw)
+    if fingerprint is not None:
+        (Path(cache_dir) / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+    return tokenizer
+
+
+def corpus_fingerprint(texts: Iterable[str], vocab_size: int, **kw) -> str:
+    """sha256 of the training texts and every setting: equal fingerprints train equal models."""
+    h = hashlib.sha256(json.dumps({"vocab_size": vocab_size, **kw}, sort_keys=True).encode())
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little") + data)  # length-prefixed: ["ab", "c"] != ["a", "bc"]
+    return h.hexdigest()
+
+
+def recorded_fingerprint(cache_dir: str | os.PathLike) -> str | None:
+    """The corpus fingerprint recorded beside the cached model, None when absent."""
+    path = Path(cache_dir) / FINGERPRINT_FILE
+    return path.read_text().strip() if path.exists() else None
 
 
 def _hf_backend(tok: Tokenizer):

@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -157,6 +158,33 @@ def latest_tag(output_dir: str) -> str | None:
         log.warning("%s names %r, which is not a complete checkpoint (no %s marker); using %s", path, named,
                     COMPLETE, complete[-1] if complete else "none")
     return complete[-1] if complete else None
+
+
+def check_resumable(tag_dir: str) -> None:
+    """Refuse resume=PATH before the model is built when PATH is not a checkpoint, an incomplete one or a
+    corrupt one, saying which (ConfigError: exit 2)."""
+    from megajepa.config import ConfigError
+    files = os.listdir(tag_dir)
+    if COMPLETE not in files and not any(f.endswith("_model_states.pt") for f in files):
+        raise ConfigError(f"resume={tag_dir} is not a checkpoint (no {COMPLETE} marker, no DeepSpeed model "
+                          "states): name a tag directory, e.g. OUTPUT_DIR/checkpoints/step_00000100")
+    if COMPLETE not in files:
+        raise ConfigError(f"resume={tag_dir} is an incomplete checkpoint (no {COMPLETE} marker: its write was "
+                          f"interrupted); complete ones beside it: {complete_tags(os.path.dirname(tag_dir))}")
+    try:
+        with open(os.path.join(tag_dir, COMPLETE)) as f:
+            world = json.load(f)["world_size"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: unreadable {COMPLETE} marker ({e})") from None
+    saved = universal.saved_world_size(tag_dir) or 0
+    if saved != world:
+        raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: written by {world} rank(s), holds {saved} "
+                          "optimizer shard(s)")
+    for name in sorted(f for f in files if f.endswith(".pt")):
+        try:  # torch.save writes a zip: a truncated file has no readable central directory
+            zipfile.ZipFile(os.path.join(tag_dir, name)).close()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ConfigError(f"resume={tag_dir} is a corrupt checkpoint: {name} is unreadable ({e})") from None
 
 
 def load(engine, root: str, tag: str, rank: int) -> dict:
