@@ -284,7 +284,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {d.max_skip_fraction}")
     _check_sources(d.sources)
     _check_model(cfg.model)
-    _check_eval(cfg.eval)
+    _check_eval(cfg.eval, d.sources)
     if d.shards is not None and not os.path.isdir(d.shards):
         raise ConfigError(f"data.shards: {d.shards!r} is not a directory (write it with tools/preprocess_data.py)")
     if cfg.model.init_from_hf is not None and not os.path.isfile(os.path.join(cfg.model.init_from_hf, "config.json")):
@@ -336,7 +336,7 @@ def _check_model(m: ModelConfig) -> None:
         raise ConfigError(f"config keys 'model.dim/n_heads/n_kv_heads' (preset {m.preset}): {e}") from None
 
 
-def _check_eval(e: EvalConfig) -> None:
+def _check_eval(e: EvalConfig, sources: list) -> None:
     names = [m.strip() for m in e.metric.split(",") if m.strip()]  # a comma-separated list, as the CLI's --metric
     if not names or any(m not in METRICS for m in names):
         raise ConfigError(f"config key 'eval.metric' must be a comma-separated list of {'|'.join(METRICS)}, "
@@ -345,8 +345,10 @@ def _check_eval(e: EvalConfig) -> None:
                             ("eval.max_new_tokens", e.max_new_tokens, 1)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
-    if e.interval > 0 and (e.file is None or not os.path.isfile(e.file)):
-        raise ConfigError(f"config key 'eval.file': eval.interval={e.interval} needs an existing file, got {e.file!r}")
+    if e.file is not None and not os.path.isfile(e.file):
+        raise ConfigError(f"config key 'eval.file': no such file {e.file!r}")
+    if e.interval > 0 and e.file is None and sources:  # the synthetic corpus evaluates on its held-out split
+        raise ConfigError(f"config key 'eval.file': eval.interval={e.interval} with data.sources needs a file")
 
 
 _SOURCE_KEYS = {"path": str, "weight": (int, float), "format": (str, type(None)), "streaming": bool}

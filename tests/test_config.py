@@ -56,11 +56,11 @@ def test_bad_overrides_name_the_key(override, needle):
     ("model.n_layers=0", "model.n_layers"), ("model.vocab_size=-5", "model.vocab_size"),
     ("data.task=poetry", "data.task"), ("eval.metric=bleu", "eval.metric"), ("eval.metric=exact,bleu", "eval.metric"), ("eval.interval=-1", "eval.interval"),
     ("eval.max_examples=0", "eval.max_examples"), ("eval.max_new_tokens=0", "eval.max_new_tokens"),
-    ("eval.interval=5", "eval.file"),
+    ("eval.file=/no/such.jsonl", "eval.file"), (["eval.interval=5", "data.sources=[x.jsonl]"], "eval.file"),
 ])
 def test_bad_values_are_rejected_by_load_config_naming_the_key(override, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):
-        load_config(None, [override])
+        load_config(None, override if isinstance(override, list) else [override])
 
 
 def test_choice_errors_list_the_options():
