@@ -1,9 +1,16 @@
-"""One typed config tree: what a run is. YAML/JSON file + dotted `key=value` overrides + validation."""
+"""One typed config tree: what a run is. YAML/JSON file + dotted `key=value` overrides + validation.
+
+Adding a key: give its dataclass a typed field with a default (and a comment saying what it means).
+A key with a fixed set of values: name a `Literal` below and annotate the field with it; coercion then
+rejects any other value naming the key and the options, and code that branches on it imports the
+Literal (or `typing.get_args` of it) instead of re-listing the strings. Ranges go in `validate`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import types
 import typing
@@ -12,6 +19,19 @@ from typing import Any, Literal
 
 import yaml
 
+from megajepa.data.synthetic import TASKS
+from megajepa.eval.metrics import METRICS
+from megajepa.model.presets import PRESETS, SIZED, check_heads, preset_value
+
+# Every choice a run config offers, in one place.
+Distance = Literal["cosine", "l2", "mse", "infonce"]
+PredPosition = Literal["end", "front"]  # predictor tokens after the view | before it
+Pairs = Literal["chain", "all"]  # N views: i -> i+1 | every ordered pair
+EmbedAt = Literal["end", "last"]  # a view's end marker (sep/eos) | its last content token
+MixtureStop = Literal["first_exhausted", "all_exhausted"]  # no repeats | oversample until all are read
+OnBadRecord = Literal["skip", "error"]
+SourceFormat = Literal["jsonl", "json", "parquet"]
+
 
 class ConfigError(ValueError):
     """A config problem, raised before any compute starts."""
@@ -19,20 +39,20 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # tiny | 125m | 350m | 1b | 3b | 7b; explicit fields below override it
-    vocab_size: int = 0  # 0: the tokenizer's size rounded up to a multiple of 64
-    dim: int = 0
-    n_layers: int = 0
-    n_heads: int = 0
-    n_kv_heads: int = 0  # grouped-query attention; 0: the preset's
-    ffn_dim: int = 0
-    rope_theta: float = 0.0
+    preset: str = "tiny"  # a name in megajepa/model/presets.py; the sizes below (None: the preset's) override it
+    vocab_size: int | None = None  # None: the tokenizer's size rounded up to a multiple of 64
+    dim: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None  # grouped-query attention
+    ffn_dim: int | None = None
+    rope_theta: float | None = None
     rope_scaling: dict | None = None  # {"rope_type": "llama3", factor, low/high_freq_factor, original_max_position_embeddings}
     norm_eps: float = 1e-5
     tie_embeddings: bool | None = None
     qkv_bias: bool = False  # Qwen2-style checkpoints
     sliding_window: int | None = None  # Mistral-style checkpoints (interop only)
-    max_seq_len: int = 0
+    max_seq_len: int | None = None
     init_std: float = 0.02
     init_from_hf: str | None = None  # continue from a local transformers checkpoint
 
@@ -43,13 +63,13 @@ class JepaConfig:
     lam: float = 1.0
     gamma: float = 1.0
     predictors: int = 1  # k predictor tokens appended after Text (0: Enc(Text) predicts directly)
-    distance: str = "cosine"  # cosine | l2 | mse | infonce
+    distance: Distance = "cosine"
     temperature: float = 0.07  # infonce only
-    pred_position: str = "end"  # end | front
+    pred_position: PredPosition = "end"
     reverse: bool = False  # Code predicts Text
     dropout: float = 0.0  # fraction of examples packed without JEPA views
-    pairs: str = "chain"  # N views: chain (i -> i+1) | all
-    embed_at: str = "end"  # end: a view's end marker (sep/eos) | last: its last content token
+    pairs: Pairs = "chain"
+    embed_at: EmbedAt = "end"
     collapse_warn_fraction: float = 0.05  # warn when effective rank < this x embedding width
     # Anti-collapse term R on the pair embeddings (objective/regularizers.py), weighted by reg_weight.
     regularizer: Literal["none", "sigreg", "vicreg"] = "none"
@@ -62,18 +82,18 @@ class JepaConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "regex"  # embedded synthetic corpus used when `sources` is empty
+    task: str = "regex"  # embedded synthetic corpus (megajepa/data/synthetic TASKS) used when `sources` is empty
     num_train: int = 20000
     num_test: int = 500
     # Weighted mixture: [{path (file|folder|glob), weight, format (jsonl|json|parquet), streaming}] or paths.
     sources: list = field(default_factory=list)
-    mixture_stop: str = "first_exhausted"  # first_exhausted (no repeats) | all_exhausted (oversample)
+    mixture_stop: MixtureStop = "first_exhausted"
     extra_view_fields: list = field(default_factory=list)  # messages records: fields of alternative message lists
     shards: str | None = None  # tools/preprocess_data.py output: train from memory-mapped rows, no tokenizing
     seq_len: int = 512  # packed row length
     train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
     system_prompt: bool = False  # render a messages record's system turn before Text (Text then gets a copy)
-    on_bad_record: str = "skip"  # skip | error
+    on_bad_record: OnBadRecord = "skip"
     max_skip_fraction: float = 0.25  # more records skipped than this stops the run before compute
     tokenizer: str | None = None  # path to a sentencepiece model; None: train one next to the run
     vocab_size: int = 1024  # for a tokenizer trained here
@@ -87,8 +107,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 30
-    grad_clip: float = 1.0
+    warmup_steps: int = 30  # linear warm-up from 0, then cosine decay; 0: cosine from the first step
+    grad_clip: float = 1.0  # global gradient-norm clip; 0: off
     log_interval: int = 10
     save_interval: int = 100
     keep_last: int = 3
@@ -104,7 +124,7 @@ class EvalConfig:
     file: str | None = None
     interval: int = 0  # 0: never during training
     max_examples: int = 200
-    metric: str = "exact"
+    metric: str = "exact"  # names in megajepa/eval/metrics.py METRICS, comma-separated
     max_new_tokens: int = 64
 
 
@@ -151,6 +171,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check a value against a field's type; ints widen to floats, nothing else converts."""
     hint = annotation
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        if value not in options:
+            raise ConfigError(f"config key '{key}' must be one of {'|'.join(options)}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
@@ -164,13 +189,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0])
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+    if hint is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
         try:
-            return float(value)
+            number = float(value)  # ints widen; YAML 1.1 reads "3e-4" as a string
         except ValueError:
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+        return number
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
@@ -246,11 +272,6 @@ def load_config(path: str | None = None, overrides: list[str] | tuple = ()) -> R
 MAX_PREDICTORS = 10  # the tokenizer defines <|predictor_1..10|>
 
 
-def _choice(key: str, value: str, options: tuple) -> None:
-    if value not in options:
-        raise ConfigError(f"config key '{key}' must be one of {'|'.join(options)}, got {value!r}")
-
-
 def validate(cfg: RunConfig) -> None:
     """Range and choice checks that need no data; data-dependent checks live in the packer."""
     j, t, d = cfg.jepa, cfg.train, cfg.data
@@ -272,15 +293,13 @@ def validate(cfg: RunConfig) -> None:
                           f"got {j.sigreg_directions}, {j.sigreg_knots}, {j.sigreg_t_max}")
     if j.temperature <= 0:
         raise ConfigError(f"jepa.temperature must be > 0, got {j.temperature}")
-    _choice("jepa.distance", j.distance, ("cosine", "l2", "mse", "infonce"))
-    _choice("jepa.pred_position", j.pred_position, ("end", "front"))
-    _choice("jepa.pairs", j.pairs, ("chain", "all"))
-    _choice("jepa.embed_at", j.embed_at, ("end", "last"))
-    _choice("data.on_bad_record", d.on_bad_record, ("skip", "error"))
+    if d.task not in TASKS:
+        raise ConfigError(f"config key 'data.task' must be one of {'|'.join(TASKS)}, got {d.task!r}")
     if not 0.0 <= d.max_skip_fraction <= 1.0:
         raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {d.max_skip_fraction}")
-    _choice("data.mixture_stop", d.mixture_stop, ("first_exhausted", "all_exhausted"))
     _check_sources(d.sources)
+    _check_model(cfg.model)
+    _check_eval(cfg.eval, d.sources)
     if d.shards is not None and not os.path.isdir(d.shards):
         raise ConfigError(f"data.shards: {d.shards!r} is not a directory (write it with tools/preprocess_data.py)")
     if cfg.model.init_from_hf is not None and not os.path.isfile(os.path.join(cfg.model.init_from_hf, "config.json")):
@@ -296,16 +315,55 @@ def validate(cfg: RunConfig) -> None:
                             ("train.activation_checkpointing_every", t.activation_checkpointing_every, 1),
                             ("train.save_interval", t.save_interval, 1), ("train.keep_last", t.keep_last, 1),
                             ("train.max_nonfinite_steps", t.max_nonfinite_steps, 1),
-                            ("train.warmup_steps", t.warmup_steps, 0), ("data.num_train", d.num_train, 1),
+                            ("data.num_train", d.num_train, 1),
                             ("data.num_workers", d.num_workers, 0)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
+    if not 0 <= t.warmup_steps < t.max_steps:
+        raise ConfigError(f"config key 'train.warmup_steps' must be in [0, train.max_steps={t.max_steps}), "
+                          f"got {t.warmup_steps}")
     if cfg.logging.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError("logging.wandb is true but wandb is not installed: pip install 'megajepa[wandb]'")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    for key, value in (("train.weight_decay", t.weight_decay), ("train.grad_clip", t.grad_clip)):
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
     if t.dist_timeout_minutes <= 0:
         raise ConfigError(f"train.dist_timeout_minutes must be > 0, got {t.dist_timeout_minutes}")
+
+
+def _check_model(m: ModelConfig) -> None:
+    """The preset exists, explicit sizes are positive, and the heads fit the (preset-filled) width."""
+    if m.preset not in PRESETS:
+        raise ConfigError(f"config key 'model.preset' must be one of {'|'.join(PRESETS)}, got {m.preset!r}")
+    for name in (*SIZED, "vocab_size"):
+        if getattr(m, name) is not None and getattr(m, name) <= 0:
+            raise ConfigError(f"config key 'model.{name}' must be > 0 (or unset: the preset's), got {getattr(m, name)}")
+    if m.norm_eps <= 0 or m.init_std <= 0:
+        raise ConfigError(f"config keys 'model.norm_eps' and 'model.init_std' must be > 0, got {m.norm_eps}, {m.init_std}")
+    if m.init_from_hf is not None:
+        return  # the checkpoint's config.json sets the shape (load_hf.model_config_for checks explicit sizes)
+    size = {name: getattr(m, name) or preset_value(m.preset, name) for name in ("dim", "n_heads", "n_kv_heads")}
+    try:
+        check_heads(**size)
+    except ValueError as e:
+        raise ConfigError(f"config keys 'model.dim/n_heads/n_kv_heads' (preset {m.preset}): {e}") from None
+
+
+def _check_eval(e: EvalConfig, sources: list) -> None:
+    names = [m.strip() for m in e.metric.split(",") if m.strip()]  # a comma-separated list, as the CLI's --metric
+    if not names or any(m not in METRICS for m in names):
+        raise ConfigError(f"config key 'eval.metric' must be a comma-separated list of {'|'.join(METRICS)}, "
+                          f"got {e.metric!r}")
+    for key, value, low in (("eval.interval", e.interval, 0), ("eval.max_examples", e.max_examples, 1),
+                            ("eval.max_new_tokens", e.max_new_tokens, 1)):
+        if value < low:
+            raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
+    if e.file is not None and not os.path.isfile(e.file):
+        raise ConfigError(f"config key 'eval.file': no such file {e.file!r}")
+    if e.interval > 0 and e.file is None and sources:  # the synthetic corpus evaluates on its held-out split
+        raise ConfigError(f"config key 'eval.file': eval.interval={e.interval} with data.sources needs a file")
 
 
 _SOURCE_KEYS = {"path": str, "weight": (int, float), "format": (str, type(None)), "streaming": bool}
@@ -326,5 +384,5 @@ def _check_sources(sources: list) -> None:
                 raise ConfigError(f"config key '{key}.{name}' has the wrong type: {value!r}")
         if spec.get("weight", 1.0) <= 0:
             raise ConfigError(f"config key '{key}.weight' must be > 0, got {spec['weight']}")
-        if spec.get("format") not in (None, "jsonl", "json", "parquet"):
-            raise ConfigError(f"config key '{key}.format' must be jsonl|json|parquet, got {spec['format']!r}")
+        if spec.get("format") is not None:
+            _coerce(spec["format"], SourceFormat, f"{key}.format")

@@ -82,7 +82,7 @@ def test_error_policy_names_file_and_line(tmp_path, name):
 def test_training_skips_them_and_runs(corpus_file, tmp_path):
     path, where = corpus_file
     args = [f"output_dir={tmp_path}/run", f"data.sources=[{path}]", f"data.seq_len={SEQ_LEN + 32}",
-            "data.vocab_size=300", "jepa.predictors=4", "train.max_steps=2", "train.micro_batch_size=1",
+            "data.vocab_size=300", "jepa.predictors=4", "train.max_steps=2", "train.warmup_steps=1", "train.micro_batch_size=1",
             "model.dim=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_dim=64"]
     result = subprocess.run([sys.executable, os.path.join(REPO, "megajepa", "train.py"), *args], capture_output=True,
                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))

@@ -7,7 +7,8 @@ from helpers import VOCAB, tiny_model
 from megajepa.config import ModelConfig
 from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
 from megajepa.model.attention import dense_mask
-from megajepa.model.transformer import PRESETS, count_parameters, resolve_model_config
+from megajepa.model.presets import PRESETS
+from megajepa.model.transformer import count_parameters, resolve_model_config
 
 
 def _causal_meta(b, t):

@@ -89,7 +89,7 @@ def test_usr1_checkpoints_then_requeues(slurm_cluster, tmp_path):
 def test_tiny_training_run_under_slurm(slurm_cluster, tmp_path):
     run = tmp_path / "run"
     jid, out = _submit(slurm_cluster, tmp_path, "pretrain_8node.sh", f"OUTPUT_DIR={run}",
-                       "model.preset=tiny", "train.max_steps=10", DS_CONFIG=os.environ.get("MEGAJEPA_TEST_DS_CONFIG", ""))
+                       "model.preset=tiny", "train.max_steps=10", "train.warmup_steps=9", DS_CONFIG=os.environ.get("MEGAJEPA_TEST_DS_CONFIG", ""))
     job = slurm_cluster.wait_job(jid, timeout=300)
     log = out.read_text()
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, log[-4000:])

@@ -47,7 +47,7 @@ def test_one_rank_per_node_rendezvous_over_the_link(two_node_cluster, tmp_path):
 @pytest.mark.skipif(not (ROOT / "megajepa" / "train.py").exists(), reason="needs megajepa/train.py")
 def test_tiny_training_run_on_two_nodes(two_node_cluster, tmp_path):
     run = tmp_path / "run"
-    jid, out = _submit(two_node_cluster, tmp_path, f"OUTPUT_DIR={run}", "model.preset=tiny", "train.max_steps=6",
+    jid, out = _submit(two_node_cluster, tmp_path, f"OUTPUT_DIR={run}", "model.preset=tiny", "train.max_steps=6", "train.warmup_steps=5",
                        "train.log_interval=3")
     job = two_node_cluster.wait_job(jid, timeout=400)
     log = out.read_text()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from megajepa.config import MixtureStop
 from megajepa.data.examples import RecordError
 from megajepa.data.sources import Source
 
-STOPPING = ("first_exhausted", "all_exhausted")
 _BLOCK = 4096  # source choices drawn per rng call
 
 
-def mixture(specs: list, seed: int, stopping: str = "first_exhausted"):
+def mixture(specs: list, seed: int, stopping: MixtureStop = "first_exhausted"):
     sources = [Source.parse(s) for s in specs]
     for source in sources:
         source.files()  # a source that matches nothing fails before any record is read

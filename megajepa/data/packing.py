@@ -23,9 +23,12 @@ Units are placed into fixed-length rows first-fit, so padding is only what no un
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 import torch
+
+from megajepa.config import EmbedAt, Pairs, PredPosition
 
 IGNORE = -100
 
@@ -65,11 +68,11 @@ class Specials:
 @dataclass
 class LayoutConfig:
     predictors: int = 1
-    embed_at: str = "end"  # end: view's end marker (sep / eos) | last: its last content token
+    embed_at: EmbedAt = "end"
     train_all: bool = False  # pretraining: every view its own NTP stream, labelled everywhere
-    pred_position: str = "end"  # end: predictors after the view | front: before it
+    pred_position: PredPosition = "end"
     reverse: bool = False  # Code predicts Text (every pair's direction swapped)
-    pairs: str = "chain"  # N views: chain (i -> i+1) | all (every ordered pair)
+    pairs: Pairs = "chain"
 
     @classmethod
     def from_run(cls, cfg) -> "LayoutConfig":
@@ -114,14 +117,14 @@ def _predictor_block(ctx: int, prefix_len: int, k: int, sp: Specials) -> Segment
     return Segment(sp.predictors[:k], list(range(prefix_len, prefix_len + k)), [IGNORE] * k, ctx, prefix_len)
 
 
-def view_pairs(n_views: int, pairs: str = "chain", reverse: bool = False) -> list[tuple[int, int]]:
+def view_pairs(n_views: int, pairs: Pairs = "chain", reverse: bool = False) -> list[tuple[int, int]]:
     """(source, target) view indices: source's Pred predicts target's Enc."""
     if pairs == "chain":
         out = [(i, i + 1) for i in range(n_views - 1)]
     elif pairs == "all":
         out = [(i, j) for i in range(n_views) for j in range(n_views) if i != j]
     else:
-        raise ValueError(f"jepa.pairs must be chain or all, got {pairs!r}")
+        raise ValueError(f"jepa.pairs must be one of {'|'.join(typing.get_args(Pairs))}, got {pairs!r}")
     return [(t, s) for s, t in out] if reverse else out
 
 

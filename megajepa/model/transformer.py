@@ -14,40 +14,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from megajepa.config import ModelConfig
-
-# name: (dim, n_layers, n_heads, n_kv_heads, ffn_dim, rope_theta, tie_embeddings, max_seq_len)
-PRESETS = {
-    "tiny": (256, 4, 4, 2, 688, 10000.0, True, 2048),
-    "125m": (768, 12, 12, 12, 2048, 10000.0, True, 2048),
-    "350m": (1024, 24, 16, 16, 2816, 10000.0, True, 2048),
-    "1b": (2048, 16, 32, 8, 8192, 500000.0, True, 8192),  # Llama-3.2-1B shape
-    "3b": (3072, 28, 24, 8, 8192, 500000.0, True, 8192),  # Llama-3.2-3B shape
-    "7b": (4096, 32, 32, 32, 11008, 10000.0, False, 4096),  # Llama-2-7B shape
-}
-PRESET_VOCAB = 32000  # vocabulary assumed when a preset is sized without a tokenizer
+from megajepa.model.presets import (
+    PRESET_VOCAB,
+    PRESETS,
+    SIZED,
+    check_heads,
+    preset_value,
+)
 
 
 def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
     """Fill unset fields (0/None) from the preset and the tokenizer; explicit fields win."""
     if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
-    dim, layers, heads, kv, ffn, theta, tie, max_len = PRESETS[cfg.preset]
     out = dataclasses.replace(cfg)
-    for name, value in (("dim", dim), ("n_layers", layers), ("n_heads", heads), ("n_kv_heads", kv),
-                        ("ffn_dim", ffn), ("rope_theta", theta), ("max_seq_len", max_len)):
+    for name in SIZED:
         if not getattr(out, name):
-            setattr(out, name, value)
+            setattr(out, name, preset_value(cfg.preset, name))
     if out.tie_embeddings is None:
-        out.tie_embeddings = tie
+        out.tie_embeddings = preset_value(cfg.preset, "tie_embeddings")
     if not out.vocab_size:
         out.vocab_size = -(-(vocab_size or PRESET_VOCAB) // 64) * 64  # multiple of 64 for fast matmuls
     elif vocab_size and out.vocab_size < vocab_size:
         raise ValueError(f"model.vocab_size={out.vocab_size} is smaller than the tokenizer's {vocab_size} ids")
-    if out.dim % out.n_heads or out.n_heads % out.n_kv_heads:
-        raise ValueError(f"model: dim ({out.dim}) must divide by n_heads ({out.n_heads}) and n_heads by "
-                         f"n_kv_heads ({out.n_kv_heads})")
-    if (out.dim // out.n_heads) % 2:
-        raise ValueError(f"model: head dim {out.dim // out.n_heads} must be even for RoPE")
+    check_heads(out.dim, out.n_heads, out.n_kv_heads)
     return out
 
 
@@ -227,6 +217,7 @@ def count_parameters(cfg: ModelConfig) -> int:
 
 def describe(cfg: ModelConfig) -> str:
     n = count_parameters(cfg)
-    return (f"model {cfg.preset}: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "
+    # the shape, not the preset name: a model converted from a transformers checkpoint has no preset
+    return (f"model: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "
             f"{cfg.n_heads} heads / {cfg.n_kv_heads} kv, ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, "
             f"{'tied' if cfg.tie_embeddings else 'untied'} head)")

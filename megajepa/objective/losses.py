@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from megajepa.config import Distance
+
 IGNORE = -100
 
 
@@ -37,7 +39,7 @@ def chunk_options(h: torch.Tensor, vocab: int) -> torch.nn.LinearCrossEntropyOpt
     return torch.nn.LinearCrossEntropyOptions(chunking_method=None, batch_chunk_size=min(rows, h.shape[0]))
 
 
-def pair_distance(pred: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
+def pair_distance(pred: torch.Tensor, target: torch.Tensor, distance: Distance) -> torch.Tensor:
     """Per-pair distance [P] in float32 (cosine: 1 - cos; l2: Euclidean; mse: mean squared error)."""
     pred, target = pred.float(), target.float()
     if distance == "cosine":
@@ -88,7 +90,7 @@ def gather_across_ranks(target: torch.Tensor, mask: torch.Tensor, group=None):
 
 
 def gather_distance(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
-                    pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07):
+                    pair_mask: torch.Tensor, distance: Distance = "cosine", temperature: float = 0.07):
     """Gather + normalise + distance on this rank's pairs (the part train.compile fuses into one kernel
     set): (distance sum, cosine sum, pred, target)."""
     pred, target, mask = _gather(hidden_flat, pred_idx, tgt_idx, pair_mask)
@@ -119,7 +121,7 @@ def compiled_gather_distance(*args):
 
 
 def jepa_terms(hidden_flat: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor,
-               pair_mask: torch.Tensor, distance: str = "cosine", temperature: float = 0.07,
+               pair_mask: torch.Tensor, distance: Distance = "cosine", temperature: float = 0.07,
                gather_targets=None, compiled: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gather Pred/target rows at index tensors (no host sync) and return (distance sum, cosine sum,

@@ -2,11 +2,13 @@
 `deepspeed.zero.Init`, and create the engine (optimizer and LR schedule are DeepSpeed's own)."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
 import deepspeed
 import torch
+from deepspeed.runtime.lr_schedules import WarmupCosineLR
 
 from megajepa.config import ConfigError, RunConfig
 from megajepa.model.transformer import Transformer, init_parameter
@@ -57,7 +59,7 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
     if "scheduler" in ds:
         params = ds["scheduler"].setdefault("params", {})
         _fill(params, "total_num_steps", max(t.max_steps, 1), f"{path} scheduler.params")
-        _fill(params, "warmup_num_steps", min(t.warmup_steps, max(t.max_steps - 1, 0)), f"{path} scheduler.params")
+        _fill(params, "warmup_num_steps", t.warmup_steps, f"{path} scheduler.params")
         _fill(params, "warmup_max_lr", t.lr, f"{path} scheduler.params")
     _fill_nvme(ds, cfg.nvme_path, path)
     leftover = _find_auto(ds)
@@ -131,8 +133,27 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def cosine_without_warmup(ds: dict):
+    """(ds config, client LR scheduler or None). DeepSpeed's WarmupCosineLR refuses warmup_num_steps=0;
+    without warm-up its curve is torch's CosineAnnealingLR: after k steps, min + (max - min) * (1 +
+    cos(pi k / total)) / 2 with min = cos_min_ratio * max, the same as WarmupCosineLR after a warm-up."""
+    scheduler = ds.get("scheduler", {})
+    params = scheduler.get("params", {})
+    if scheduler.get("type") != "WarmupCosineLR" or params.get("warmup_num_steps") != 0:
+        return ds, None
+    ratio = params.get("cos_min_ratio", inspect.signature(WarmupCosineLR).parameters["cos_min_ratio"].default)
+    total = params["total_num_steps"]
+
+    def cosine(optimizer):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total, eta_min=ratio * optimizer.param_groups[0]["lr"])
+    return {k: v for k, v in ds.items() if k != "scheduler"}, cosine
+
+
 def build_engine(objective: HybridObjective, ds: dict, weight_decay: float):
     """The DeepSpeed engine; its optimizer and LR scheduler are DeepSpeed's own, stepped by engine.step()."""
+    ds, lr_scheduler = cosine_without_warmup(ds)
     engine, _, _, _ = deepspeed.initialize(
-        model=objective, model_parameters=param_groups(objective, weight_decay), config=ds)
+        model=objective, model_parameters=param_groups(objective, weight_decay), config=ds,
+        lr_scheduler=lr_scheduler)
     return engine
