@@ -16,6 +16,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DEFAULT_DS_CONFIG = os.path.join(REPO_ROOT, "ds_configs", "zero3.json")
 
 
+def _accelerator_has_gpu() -> bool:
+    from deepspeed.accelerator import get_accelerator
+    return get_accelerator().device_name() != "cpu"
+
+
 def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
@@ -52,6 +57,12 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
         params = ds["optimizer"].setdefault("params", {})
         _fill(params, "lr", t.lr, f"{path} optimizer.params")
         _fill(params, "weight_decay", t.weight_decay, f"{path} optimizer.params")
+        if ds["optimizer"].get("type", "").lower() in ("adam", "adamw") and not _accelerator_has_gpu():
+            # DeepSpeed's CPU FusedAdam is a JIT-built C++ op (~50 s on a fresh machine); torch's
+            # fused AdamW is the same update, shipped compiled
+            params.setdefault("torch_adam", True)
+            if params["torch_adam"]:
+                params.setdefault("fused", True)
     if "scheduler" in ds:
         params = ds["scheduler"].setdefault("params", {})
         _fill(params, "total_num_steps", max(t.max_steps, 1), f"{path} scheduler.params")
