@@ -86,3 +86,23 @@ def _compare(rank):
 @pytest.mark.slow
 def test_cpu_torch_adamw_equals_deepspeed_fused_adam_and_formula():
     run_gloo_ranks(_compare, 1)
+
+
+def _resolved(bf16, ds_path=None) -> dict:
+    cfg = _run_cfg()
+    cfg.train.bf16, cfg.deepspeed_config = bf16, ds_path
+    return resolve_ds_config(cfg, world_size=1)
+
+
+def test_train_bf16_sets_the_deepspeed_bf16_section(tmp_path):
+    from megajepa.config import ConfigError, load_config
+    from megajepa.training.engine import bf16_available
+    assert _resolved("auto")["bf16"]["enabled"] is bf16_available()
+    assert _resolved(True)["bf16"]["enabled"] is True
+    assert _resolved(False)["bf16"]["enabled"] is False
+    assert load_config(None, ["train.bf16=true"]).train.bf16 is True
+    with pytest.raises(ConfigError, match="train.bf16"):
+        load_config(None, ["train.bf16=yes please"])
+    (tmp_path / "ds.json").write_text('{"bf16": {"enabled": false}}')
+    with pytest.raises(ConfigError, match="bf16.enabled"):
+        _resolved(True, str(tmp_path / "ds.json"))

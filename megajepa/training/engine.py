@@ -51,8 +51,15 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
     _fill(ds, "gradient_accumulation_steps", t.grad_accum, path)
     _fill(ds, "train_batch_size", t.micro_batch_size * t.grad_accum * world_size, path)
     _fill(ds, "gradient_clipping", t.grad_clip, path)
-    if "bf16" in ds and ds["bf16"].get("enabled") == "auto":
-        ds["bf16"]["enabled"] = bf16_available()
+    if t.bf16 is True:
+        ds.setdefault("bf16", {}).setdefault("enabled", "auto")
+    if "bf16" in ds:
+        bf16 = bf16_available() if t.bf16 == "auto" else t.bf16
+        if ds["bf16"].get("enabled") == "auto":
+            ds["bf16"]["enabled"] = bf16
+        elif t.bf16 != "auto" and ds["bf16"].get("enabled") != bf16:
+            raise ConfigError(f"{path}: 'bf16.enabled' is {ds['bf16'].get('enabled')!r} but train.bf16 is "
+                              f"{t.bf16}; set it to \"auto\" or make them agree")
     if "optimizer" in ds:
         params = ds["optimizer"].setdefault("params", {})
         _fill(params, "lr", t.lr, f"{path} optimizer.params")
