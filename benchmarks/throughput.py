@@ -5,7 +5,7 @@
 Per preset, both models get the same config, the same weights and the same packed batch (rows of
 two-view examples with predictor blocks and isolated copies, dense block-sparse bool mask, packed
 position ids). One step = forward, backward, torch's fused AdamW step, zero_grad.
-  ours: HybridObjective (fused linear cross-entropy NTP + JEPA term), SDPA with the dense mask;
+  ours: HybridObjective (fused linear cross-entropy NTP + JEPA term), its CPU attention (BlockDiagonal);
   ours_compiled: the same with train.compile (compiled decoder blocks and JEPA loss; --no-compile skips).
   hf:   LlamaForCausalLM, attn_implementation="sdpa", the same 4D mask, its standard loss (labels).
 Presets: the model presets at --vocab, and 3.65m: the NL-RX comparison model (tiny with 4 KV heads, its

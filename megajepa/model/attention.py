@@ -1,5 +1,5 @@
-"""The packed-row attention rule, written once, materialised as a dense SDPA mask or a FlexAttention
-BlockMask.
+"""The packed-row attention rule, written once, materialised as a dense SDPA mask (generation, tests),
+small per-block masks over whole units (CPU training) or a FlexAttention BlockMask (CUDA training).
 
 Per-token metadata (all [B, T] int tensors, produced by the packer):
   seg      segment id, unique within a row: an NTP stream, a predictor block or an isolated copy;
@@ -14,6 +14,8 @@ Rule: query q may attend key k  iff  k <= q  and  (seg[k] == seg[q]  or  (seg[k]
 k < ctx_end[q])).  Padding (seg -1) only sees padding, so no query row is ever empty.
 """
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +58,9 @@ class BlockDiagonal:
         earliest = torch.minimum(start[ids], torch.where(gctx >= 0, start[(gctx + b + 1).clamp_min(0)], pos))
         suffix_min = earliest.flip(0).cummin(0).values.flip(0)
         cuts = (pos[suffix_min == pos]).tolist() + [b * t]  # suffix_min[0] == 0: position 0 is a cut
-        size = max(block, max(e - s for s, e in zip(cuts, cuts[1:])))
+        size = max(block, max(e - s for s, e in itertools.pairwise(cuts)))
         blocks, first = [], 0
-        for s, e in zip(cuts, cuts[1:]):  # piece [s, e) closes the current block if it does not fit
+        for s, e in itertools.pairwise(cuts):  # piece [s, e) closes the current block if it does not fit
             if e - first > size:
                 blocks.append((first, s))
                 first = s
