@@ -78,6 +78,7 @@ def test_error_policy_names_file_and_line(tmp_path, name):
         load(str(path), "error", BadRecordReport())
 
 
+@pytest.mark.slow
 def test_training_skips_them_and_runs(corpus_file, tmp_path):
     path, where = corpus_file
     args = [f"output_dir={tmp_path}/run", f"data.sources=[{path}]", f"data.seq_len={SEQ_LEN + 32}",

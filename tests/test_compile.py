@@ -23,6 +23,7 @@ def loss_and_grads(objective, batch):
     return loss.detach(), stats, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", ["cosine", "infonce"])
 def test_compiled_objective_equals_eager(distance):
     jepa = JepaConfig(distance=distance, lam=2.0)
@@ -47,6 +48,7 @@ def test_compiled_objective_equals_eager(distance):
         loss_and_grads(compiled, other)
 
 
+@pytest.mark.slow
 def test_train_compile_under_zero3_matches_eager(tmp_path):
     """train.compile through the real trainer and DeepSpeed ZeRO-3 engine (one process): the per-step
     losses equal the eager run's. (~60-120 s: CPU inductor compile inside the run)"""

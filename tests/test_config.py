@@ -58,12 +58,14 @@ def _train(tmp_path, *overrides):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_key_before_compute(tmp_path):
     out = _train(tmp_path, "jepa.lamda=1")
     assert out.returncode == 2 and "jepa.lamda" in out.stderr
     assert not os.path.exists(tmp_path / "run")  # nothing written
 
 
+@pytest.mark.slow
 def test_row_shorter_than_every_example_stops_before_training(tmp_path):
     out = _train(tmp_path, "data.seq_len=12", "data.vocab_size=400")
     assert out.returncode == 2, out.stderr[-2000:]

@@ -108,6 +108,7 @@ def test_error_policy_stops_at_the_first_broken_record(broken_file):
         tokenize_records(Source(path), CharTokenizer(), 1, "error", BadRecordReport())
 
 
+@pytest.mark.slow
 def test_error_policy_stops_the_trainer_before_training(broken_file, tmp_path):
     import subprocess
     import sys

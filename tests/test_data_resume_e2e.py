@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from megajepa.config import load_config
 from megajepa.data.preprocess import preprocess
 from megajepa.data.synthetic import generate
@@ -31,6 +33,7 @@ def losses(out):
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in ("loss/lm", "loss/jepa", "data/epoch")}
 
 
+@pytest.mark.slow
 def test_resume_from_shards_reproduces_the_uninterrupted_losses(tmp_path):
     records = generate("regex", 70, 0)
     with open(tmp_path / "pairs.jsonl", "w") as f:

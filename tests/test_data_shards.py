@@ -136,6 +136,7 @@ def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
         ShardRows(out, 0)
 
 
+@pytest.mark.slow
 def test_cli_summary_and_error_policy(corpus_dir, tmp_path):
     d, tok = corpus_dir
     args = [sys.executable, os.path.join(REPO, "tools", "preprocess_data.py"), "--out", str(tmp_path / "s"),

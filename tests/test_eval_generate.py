@@ -39,6 +39,7 @@ def read_jsonl(path):
     return [json.loads(line) for line in open(path)]
 
 
+@pytest.mark.slow
 def test_periodic_eval_logs_scores_and_predictions(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     _, run, _, test = trained
@@ -51,6 +52,7 @@ def test_periodic_eval_logs_scores_and_predictions(trained):
     assert [r["text"] for r in rows] == [r["views"][0] for r in test]
 
 
+@pytest.mark.slow
 def test_cli_matches_training_eval_and_recompute(trained):
     tmp, run, test_file, test = trained
     out, metrics = tmp / "preds.jsonl", tmp / "metrics.json"
@@ -142,6 +144,7 @@ def test_analyze_embeddings_cli_writes_json_and_plots(trained, capsys):
     assert "more examples (12) than embedding width (64)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_rank_zero3_eval_and_checkpoint(tmp_path):
     """2 ranks under the deepspeed launcher: the in-training evaluation shards the set and stops decoding
     together; the 2-shard ZeRO-3 checkpoint reloads to a model that predicts exactly what the ranks did."""
@@ -167,6 +170,7 @@ def test_two_rank_zero3_eval_and_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("override,message", [("eval.metric=exact,bleu", "config key 'eval.metric': unknown"),
                                               ("eval.file=/nonexistent.jsonl", "eval.file: /nonexistent.jsonl")])
+@pytest.mark.slow
 def test_bad_eval_config_fails_before_training(tmp_path, override, message):
     cmd = [sys.executable, os.path.join(REPO, "megajepa", "train.py"), f"output_dir={tmp_path}", "eval.interval=5",
            override, "train.max_steps=2", *TINY]

@@ -96,6 +96,7 @@ def assert_equal_tree(a, b, where=""):
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_then_nonfinite_steps(tmp_path):
     out = str(tmp_path / "run")
     root = checkpoint.checkpoint_dir(out)
@@ -134,6 +135,7 @@ def test_kill_during_checkpoint_write_then_nonfinite_steps(tmp_path):
     assert json.load(open(os.path.join(root, step6, checkpoint.COMPLETE)))["step"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["dead", "hung"])
 def test_dead_or_hung_rank_makes_the_survivor_exit_within_the_timeout(tmp_path, fault):
     """SIGKILL: gloo sees the closed socket at once. SIGSTOP (a hung rank, sockets still open): only the

@@ -37,6 +37,7 @@ def test_block_mask_equals_dense_mask(seed):
     assert full.any() and (~visited).any()  # the rows exercise skipped and full blocks
 
 
+@pytest.mark.slow
 def test_flex_attention_forward_equals_sdpa():
     batch = random_rows(3, seq_len=128)
     seg, ctx_seg, ctx_end = batch["seg"], batch["ctx_seg"], batch["ctx_end"]
@@ -50,6 +51,7 @@ def test_flex_attention_forward_equals_sdpa():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_model_forward_with_block_mask_equals_dense():
     """One BlockMask, built once, passed to every layer: hidden states equal the dense-mask forward
     (same shapes and block size as above, so the compiled kernel is reused)."""

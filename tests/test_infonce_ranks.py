@@ -7,6 +7,7 @@ restricted to that rank's rows: the gather passes gradients back to the targets 
 """
 import os
 
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers import run_gloo_ranks
@@ -37,6 +38,7 @@ def _worker(rank, out_dir):
     torch.save({"loss": loss.detach(), "grad": hidden.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_infonce_negatives_and_gradients_span_ranks(tmp_path):
     run_gloo_ranks(_worker, 2, str(tmp_path))
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -52,6 +52,7 @@ def pretrained(tmp_path_factory):
     return run_dir, hf_dir
 
 
+@pytest.mark.slow
 def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained):
     from megajepa.data.corpus import synthetic_split
     from megajepa.data.records import record_views
@@ -92,6 +93,7 @@ def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained)
         assert tok.apply_chat_template(chat, tokenize=True)["input_ids"] == stream
 
 
+@pytest.mark.slow
 def test_continued_pretraining_from_hf_lowers_the_loss_and_converts_back(tmp_path):
     tok = hf_tokenizer(bos=True)  # Llama-like: no pad, no sep/predictors yet
     src = save_hf(tmp_path / "src", hf_model("llama", len(tok), seed=5), tok)
@@ -111,6 +113,7 @@ def test_continued_pretraining_from_hf_lowers_the_loss_and_converts_back(tmp_pat
     assert back_tok.get_vocab() == HFTokenizer(src).hf.get_vocab()  # the run's ids: source + added tokens
 
 
+@pytest.mark.slow
 def test_round_trip_hf_megajepa_hf_is_bit_exact(tmp_path):
     from safetensors.torch import load_file
     tok = hf_tokenizer(bos=False)  # Qwen2-like
@@ -152,6 +155,7 @@ def _convert(args, capsys):
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path, capsys):
     import shutil
     run_dir = pretrained[0]

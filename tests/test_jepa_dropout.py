@@ -23,6 +23,7 @@ def examples(n, seed=0):
     return [Example(random_views(rng), f"test:{i}") for i in range(n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.75])
 def test_realised_fraction_matches_p(p):
     exs = examples(3000)

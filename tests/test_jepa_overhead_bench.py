@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_references_match_the_packed_objective(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "jepa_overhead.py"), "--examples", "12",

@@ -50,15 +50,18 @@ def _check(recs: list[dict], world: int, launcher: str) -> None:
         assert r["main"] == (r["rank"] == 0)
 
 
+@pytest.mark.slow
 def test_plain_python_single_process():
     _check(_run([sys.executable, str(PROBE)]), 1, "single")
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks():
     _check(_run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_port()),
                  str(PROBE)]), 2, "torchrun")
 
 
+@pytest.mark.slow
 def test_deepspeed_launcher_two_ranks():
     port = _port()
     _check(_run([str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port),
@@ -68,6 +71,7 @@ def test_deepspeed_launcher_two_ranks():
     assert not leftovers, leftovers
 
 
+@pytest.mark.slow
 def test_mpiexec_two_ranks():
     mpiexec = BIN / "mpiexec" if (BIN / "mpiexec").exists() else shutil.which("mpiexec")
     if not mpiexec:

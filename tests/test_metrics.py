@@ -80,6 +80,7 @@ def random_regex(rng: random.Random, depth: int, extended: bool) -> tuple[str, s
     return f"({x}){suffix}", f"({px}){suffix}"
 
 
+@pytest.mark.slow
 def test_regex_membership_matches_python_re():
     rng = random.Random(0)
     words = list(strings("ab_ ", 4))
@@ -310,6 +311,7 @@ def test_cli_bad_input_exit_2(tmp_path):
     assert proc.returncode == 2 and "bad.jsonl:1" in proc.stderr and "'reference'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_generate_dispatches_to_the_generate_module():
     proc = run_cli("generate", "--help")
     assert proc.returncode == 0 and "--input" in proc.stdout, proc.stderr[-2000:]

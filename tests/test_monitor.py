@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers import run_gloo_ranks
@@ -78,6 +79,7 @@ def _monitor_worker(rank, out_dir):
     torch.save(stats, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_statistics_cover_every_rank(tmp_path):
     run_gloo_ranks(_monitor_worker, 2, str(tmp_path))
     parts = [rank_embeddings(r) for r in range(2)]

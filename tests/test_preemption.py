@@ -7,6 +7,7 @@ import re
 import signal
 
 import psutil
+import pytest
 from run_helpers import STEPS, deepspeed_cmd, losses, rank_pids, reference_losses, same_losses, start, wait_for_step
 
 from megajepa.training.checkpoint import store as checkpoint
@@ -23,6 +24,7 @@ def assert_checkpoint_at(out: str, step: int) -> None:
     assert checkpoint.is_complete(root, checkpoint.tag_for(step))
 
 
+@pytest.mark.slow
 def test_sigterm_then_usr1_on_one_rank_checkpoint_and_resume(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("preempt"))
     want = reference_losses(str(tmp_path_factory.getbasetemp()))

@@ -22,6 +22,7 @@ class _Job:  # wait_for_step's view of a Slurm job: running while not finished
         return None if state in ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED", None) else state
 
 
+@pytest.mark.slow
 def test_usr1_under_slurm_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path_factory):
     want = reference_losses(str(tmp_path_factory.getbasetemp()))
     tmp = tmp_path_factory.mktemp("slurm_preempt")

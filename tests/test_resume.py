@@ -3,9 +3,11 @@ losses, bit for bit, as the uninterrupted run (CPU, gloo, fp32 ZeRO-3)."""
 import os
 import signal
 
+import pytest
 from run_helpers import STEPS, deepspeed_cmd, losses, reference_losses, run, same_losses, start, wait_for_step
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reproduces_every_loss_bitwise(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("resume"))
     want = reference_losses(str(tmp_path_factory.getbasetemp()))

@@ -26,6 +26,7 @@ def close_losses(got, want, steps):
             assert got[s][key] == pytest.approx(want[s][key], rel=rtol, abs=1e-7), (s, key, got[s][key], want[s][key])
 
 
+@pytest.mark.slow
 def test_two_ranks_to_one_and_back(tmp_path, tmp_path_factory):
     want = reference_losses(str(tmp_path_factory.getbasetemp()))
     assert "train.grad_accum=2" in RUN
@@ -54,6 +55,7 @@ def test_two_ranks_to_one_and_back(tmp_path, tmp_path_factory):
     close_losses(got, want, [STEPS])
 
 
+@pytest.mark.slow
 def test_same_rank_count_does_not_convert(tmp_path, tmp_path_factory):
     reference_losses(str(tmp_path_factory.getbasetemp()))
     ref_ckpt = os.path.join(str(tmp_path_factory.getbasetemp()), "reference", "checkpoints", f"step_{STEPS - 2:08d}")

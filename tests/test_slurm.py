@@ -32,6 +32,7 @@ def _probes(text: str) -> list[dict]:
     return sorted((json.loads(c.split("}")[0] + "}") for c in text.split("PROBE ")[1:]), key=lambda r: r["rank"])
 
 
+@pytest.mark.slow
 def test_pretrain_script_runs_two_ranks_under_srun(slurm_cluster, tmp_path):
     run = tmp_path / "run"
     jid, out = _submit(slurm_cluster, tmp_path, "pretrain_8node.sh", f"OUTPUT_DIR={run}", "train.max_steps=3",
@@ -49,6 +50,7 @@ def test_pretrain_script_runs_two_ranks_under_srun(slurm_cluster, tmp_path):
                         "train.max_steps=3"), cmd
 
 
+@pytest.mark.slow
 def test_continue_script_requires_hf_dir(slurm_cluster, tmp_path):
     jid, out = _submit(slurm_cluster, tmp_path, "continue_pretrain.sh", tasks=1,
                        TRAIN_SCRIPT="tests/probes/allreduce_probe.py")
@@ -57,6 +59,7 @@ def test_continue_script_requires_hf_dir(slurm_cluster, tmp_path):
     assert "HF_DIR is not set" in out.read_text()
 
 
+@pytest.mark.slow
 def test_usr1_checkpoints_then_requeues(slurm_cluster, tmp_path):
     """Requeue path: USR1 to the batch shell -> forwarded to the step -> step exits -> scontrol requeue."""
     jid, out = _submit(slurm_cluster, tmp_path, "pretrain_8node.sh", f"OUTPUT_DIR={tmp_path / 'run'}", tasks=1,
@@ -81,6 +84,7 @@ def test_usr1_checkpoints_then_requeues(slurm_cluster, tmp_path):
     assert "REQUEUE_PROBE checkpoint" in log and "REQUEUE_PROBE resumed" in log, log
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "megajepa" / "train.py").exists(), reason="needs megajepa/train.py")
 def test_tiny_training_run_under_slurm(slurm_cluster, tmp_path):
     run = tmp_path / "run"

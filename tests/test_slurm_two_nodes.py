@@ -30,6 +30,7 @@ def _submit(cluster, tmp_path, *args, **env):
     return jid, out
 
 
+@pytest.mark.slow
 def test_one_rank_per_node_rendezvous_over_the_link(two_node_cluster, tmp_path):
     jid, out = _submit(two_node_cluster, tmp_path, f"OUTPUT_DIR={tmp_path / 'run'}",
                        TRAIN_SCRIPT="tests/probes/allreduce_probe.py")
@@ -42,6 +43,7 @@ def test_one_rank_per_node_rendezvous_over_the_link(two_node_cluster, tmp_path):
                for r in recs), recs
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "megajepa" / "train.py").exists(), reason="needs megajepa/train.py")
 def test_tiny_training_run_on_two_nodes(two_node_cluster, tmp_path):
     run = tmp_path / "run"

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test shares one 2-rank launcher run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["data.num_train=1500", "data.vocab_size=512", "data.seq_len=256", "train.micro_batch_size=2",
         "model.dim=128", "model.n_layers=2", "model.ffn_dim=256", "train.warmup_steps=5", "train.log_interval=5"]
