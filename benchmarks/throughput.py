@@ -1,13 +1,16 @@
 """Tokens/s and peak memory of a full training step: megajepa vs transformers' LlamaForCausalLM.
 
-    python benchmarks/throughput.py --json runs/bench/throughput.json
+    python benchmarks/throughput.py --json runs/bench/throughput.json --presets tiny,3.65m,125m --dtype fp32,bf16
 
 Per preset, both models get the same config, the same weights and the same packed batch (rows of
 two-view examples with predictor blocks and isolated copies, dense block-sparse bool mask, packed
 position ids). One step = forward, backward, torch's fused AdamW step, zero_grad.
-  ours: HybridObjective (fused linear cross-entropy NTP + JEPA term), SDPA with the dense mask;
+  ours: HybridObjective (fused linear cross-entropy NTP + JEPA term), its CPU attention (BlockDiagonal);
   ours_compiled: the same with train.compile (compiled decoder blocks and JEPA loss; --no-compile skips).
   hf:   LlamaForCausalLM, attn_implementation="sdpa", the same 4D mask, its standard loss (labels).
+Presets: the model presets at --vocab, and 3.65m: the NL-RX comparison model (tiny with 4 KV heads, its
+1900-token vocabulary: 3.65M parameters). --dtype bf16: forward and loss under torch.autocast(bf16) for
+both variants (what the transformers Trainer does for bf16 on CPU); keys get a `_bf16` suffix.
 Time: steps alternate ours/hf in one process; tokens/s = real tokens per step / median step time
 (`*_best`: / fastest step, the one least disturbed by other load on a shared machine).
 Peak memory: each variant alone in a fresh subprocess, after one warm-up step: the peak of a step above
@@ -41,6 +44,7 @@ from megajepa.objective.hybrid import HybridObjective  # noqa: E402
 
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
 VARIANTS = ("ours", "ours_compiled", "hf")
+SHAPES = {"3.65m": {"preset": "tiny", "n_kv_heads": 4, "vocab_size": 1900}}  # benchmark-only shapes
 
 
 def packed_batch(vocab: int, rows: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -62,7 +66,7 @@ def hf_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "attention_mask": dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])}
 
 
-def build(variant: str, cfg: ModelConfig, weights: dict | None = None):
+def build(variant: str, cfg: ModelConfig, weights: dict | None = None, dtype: str = "fp32"):
     """(module, step function) for one variant; `weights` (ours' state dict) makes HF identical."""
     import transformers
     torch.manual_seed(0)
@@ -82,10 +86,12 @@ def build(variant: str, cfg: ModelConfig, weights: dict | None = None):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)  # one kernel, both variants
 
     def step(batch, inputs):
-        if variant != "hf":
-            loss, _ = model(batch, (batch["labels"] != IGNORE).sum().clamp_min(1), batch["pair_mask"].sum().clamp_min(1))
-        else:
-            loss = model(**inputs).loss
+        with torch.autocast(batch["input_ids"].device.type, torch.bfloat16, enabled=dtype == "bf16"):
+            if variant != "hf":
+                loss, _ = model(batch, (batch["labels"] != IGNORE).sum().clamp_min(1),
+                                batch["pair_mask"].sum().clamp_min(1))
+            else:
+                loss = model(**inputs).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -108,7 +114,7 @@ def memory_worker(variant: str, cfg: ModelConfig, args, out: str) -> None:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)
-    model, step = build(variant, cfg)
+    model, step = build(variant, cfg, dtype=args.dtype)
     model.to(device)
     step(batch, inputs)  # lazy init, AdamW state and any compile happen outside the measured window
     _sync(device)
@@ -126,11 +132,11 @@ def memory_worker(variant: str, cfg: ModelConfig, args, out: str) -> None:
         json.dump({"peak_mb": peak}, f)
 
 
-def peak_memory(variant: str, preset: str, args, tmp: str) -> float:
-    out = os.path.join(tmp, f"{variant}_{preset}.json")
+def peak_memory(variant: str, preset: str, args, tmp: str, dtype: str) -> float:
+    out = os.path.join(tmp, f"{variant}_{preset}_{dtype}.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, "--presets", preset, "--json", out,
            "--rows", str(args.rows), "--seq-len", str(args.seq_len), "--vocab", str(args.vocab),
-           "--device", args.device]
+           "--device", args.device, "--dtype", dtype]
     # Large blocks via mmap, so freed tensors leave the RSS and VmHWM tracks live memory.
     subprocess.run(cmd, check=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     with open(out) as f:
@@ -145,14 +151,14 @@ def timed(variant_step, batch, inputs, device) -> tuple[float, float]:
     return time.perf_counter() - t0, float(loss)
 
 
-def bench_preset(preset: str, cfg: ModelConfig, args, tmp: str) -> dict:
+def bench_preset(preset: str, cfg: ModelConfig, args, tmp: str, dtype: str) -> dict:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)
     tokens = int((batch["seg"] >= 0).sum())
     variants = [v for v in VARIANTS if args.compile or v != "ours_compiled"]
     weights = Transformer(cfg).state_dict()  # one set of weights for every variant
-    steps = {v: build(v, cfg, weights) for v in variants}
+    steps = {v: build(v, cfg, weights, dtype) for v in variants}
     for model, _ in steps.values():
         model.to(device)
     times = {v: [] for v in variants}
@@ -169,7 +175,8 @@ def bench_preset(preset: str, cfg: ModelConfig, args, tmp: str) -> dict:
     for v in variants:
         out[f"tokens_per_s_{v}"] = round(tps[v], 1)
         out[f"tokens_per_s_best_{v}"] = round(tokens / min(times[v]), 1)  # least disturbed by other load
-        out[f"peak_mem_{v}"] = round(peak_memory(v, preset, args, tmp), 1)
+        if args.memory:
+            out[f"peak_mem_{v}"] = round(peak_memory(v, preset, args, tmp, dtype), 1)
         out[f"step_s_{v}"] = [round(t, 3) for t in times[v]]
     out["load_avg_1min"] = os.getloadavg()[0]  # a loaded machine widens the step-time spread
     out["speedup"] = round(tps["ours"] / tps["hf"], 3)
@@ -190,10 +197,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip ours_compiled")
+    ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
+    ap.add_argument("--dtype", default="fp32", help="comma-separated: fp32, bf16 (autocast)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    configs = {p: resolve_model_config(ModelConfig(preset=p, vocab_size=args.vocab)) for p in args.presets.split(",")}
+    configs = {p: resolve_model_config(ModelConfig(**SHAPES.get(p, {"preset": p, "vocab_size": args.vocab})))
+               for p in args.presets.split(",")}
     if args.worker:
         return memory_worker(args.worker, configs[args.presets], args, args.json)
 
@@ -201,12 +211,17 @@ def main(argv=None) -> None:
                "compile": args.compile, "load_avg": os.getloadavg()[0], "presets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for preset, cfg in configs.items():
-            results["presets"][preset] = r = bench_preset(preset, cfg, args, tmp)
-            write_json(args.json, results)  # after every preset: a long run keeps what it measured
-            compiled = (f"{r['tokens_per_s_ours_compiled']:.0f} | {r['speedup_compiled']:.2f} | "
-                        f"{r['peak_mem_ours_compiled']:.0f}" if args.compile else "- | - | -")
-            print(f"| {preset} | {r['tokens_per_s_ours']:.0f} | {r['tokens_per_s_hf']:.0f} | {r['speedup']:.2f} | "
-                  f"{compiled} | {r['peak_mem_ours']:.0f} | {r['peak_mem_hf']:.0f} |", flush=True)
+            results["presets"][preset] = {"params": sum(p.numel() for p in Transformer(cfg).parameters())}
+            for dtype in args.dtype.split(","):
+                suffix = "" if dtype == "fp32" else f"_{dtype}"
+                r = bench_preset(preset, cfg, args, tmp, dtype)
+                results["presets"][preset].update({k + suffix: v for k, v in r.items()})
+                write_json(args.json, results)  # after every preset: a long run keeps what it measured
+                mem = {v: f"{r[f'peak_mem_{v}']:.0f}" if f"peak_mem_{v}" in r else "-" for v in VARIANTS}
+                compiled = (f"{r['tokens_per_s_ours_compiled']:.0f} | {r['speedup_compiled']:.2f} | "
+                            f"{mem['ours_compiled']}" if args.compile else "- | - | -")
+                print(f"| {preset} {dtype} | {r['tokens_per_s_ours']:.0f} | {r['tokens_per_s_hf']:.0f} | "
+                      f"{r['speedup']:.2f} | {compiled} | {mem['ours']} | {mem['hf']} |", flush=True)
 
 
 def write_json(path: str, results: dict) -> None:

@@ -16,7 +16,7 @@ from helpers import random_views, tiny_model
 
 from megajepa.config import JepaConfig
 from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
-from megajepa.model.attention import dense_mask
+from megajepa.model.attention import BlockDiagonal, dense_mask
 from megajepa.objective.hybrid import HybridObjective
 
 LAYOUTS = {  # name: (LayoutConfig fields, views per example, with prompt)
@@ -126,15 +126,16 @@ def pack_one_row(examples, layout, with_jepa=None):
 
 def assert_pairs_equal_separate(model, batch, examples, layout):
     """Every (Pred, Enc) pair in the packed batch equals separate passes, in example and pair order."""
-    with torch.no_grad():
-        mask = dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])
-        flat = model(batch["input_ids"], batch["position_ids"], mask).reshape(-1, model.config.dim)
-        expected = [(pred_sequence(v, s, layout), enc_sequence(v, t, layout))
-                    for v, _ in examples for s, t in directed_pairs(len(v), layout)]
-        assert int(batch["pair_mask"].sum()) == len(expected)
-        for i, (pred_seq, enc_seq) in enumerate(expected):
-            assert (flat[batch["pred_idx"][i]] - separate_hidden(model, pred_seq)[-1]).abs().max() < 1e-5
-            assert (flat[batch["tgt_idx"][i]] - separate_hidden(model, enc_seq)[-1]).abs().max() < 1e-5
+    expected = [(pred_sequence(v, s, layout), enc_sequence(v, t, layout))
+                for v, _ in examples for s, t in directed_pairs(len(v), layout)]
+    assert int(batch["pair_mask"].sum()) == len(expected)
+    for mask_type in (dense_mask, BlockDiagonal):  # the dense mask and the CPU training path's blocks
+        with torch.no_grad():
+            mask = mask_type(batch["seg"], batch["ctx_seg"], batch["ctx_end"])
+            flat = model(batch["input_ids"], batch["position_ids"], mask).reshape(-1, model.config.dim)
+            for i, (pred_seq, enc_seq) in enumerate(expected):
+                assert (flat[batch["pred_idx"][i]] - separate_hidden(model, pred_seq)[-1]).abs().max() < 1e-5
+                assert (flat[batch["tgt_idx"][i]] - separate_hidden(model, enc_seq)[-1]).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))

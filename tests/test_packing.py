@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import SPECIALS, random_views, tiny_model
+from helpers import SPECIALS, random_packed_batch, random_views, tiny_model
 
 from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
-from megajepa.model.attention import dense_mask
+from megajepa.model.attention import BlockDiagonal, dense_mask
 from megajepa.objective.losses import ntp_loss
 
 SP = SPECIALS
@@ -181,3 +181,21 @@ def test_ntp_index_holds_exactly_the_labelled_positions(n):
     assert sorted(idx[real].tolist()) == sorted(where.tolist())
     assert torch.equal(lab[real], labels.view(-1)[idx[real]])
     assert len(idx) <= min(1024, max(8, n + n // 8 + 8))  # bounded padding, never past B * T
+
+
+@pytest.mark.parametrize("seed,window,block", [(0, None, 128), (1, None, 16), (2, 24, 32), (3, None, 4096)])
+def test_block_diagonal_attention_equals_the_dense_mask(seed, window, block):
+    """The CPU training path (whole units in blocks, no [T, T] mask) gives the dense path's outputs and
+    gradients; small blocks force many blocks, a huge one a single block per batch."""
+    model = tiny_model(seed, sliding_window=window)
+    batch = random_packed_batch(seed, seq_len=96, n=20)
+    out = {}
+    for name, mask in (("dense", dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"], window)),
+                       ("blocks", BlockDiagonal(batch["seg"], batch["ctx_seg"], batch["ctx_end"], window, block))):
+        model.zero_grad()
+        hidden = model(batch["input_ids"], batch["position_ids"], mask)
+        (hidden * torch.linspace(-1, 1, hidden.shape[-1])).sum().backward()
+        out[name] = (hidden.detach(), [p.grad.clone() for p in model.parameters()])
+    assert (out["blocks"][0] - out["dense"][0]).abs().max() < 1e-5
+    for g_blocks, g_dense in zip(out["blocks"][1], out["dense"][1]):
+        assert (g_blocks - g_dense).abs().max() < 1e-5 * max(1.0, g_dense.abs().max())

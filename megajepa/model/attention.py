@@ -1,5 +1,5 @@
-"""The packed-row attention rule, written once, materialised as a dense SDPA mask or a FlexAttention
-BlockMask.
+"""The packed-row attention rule, written once, materialised as a dense SDPA mask (generation, tests),
+small per-block masks over whole units (CPU training) or a FlexAttention BlockMask (CUDA training).
 
 Per-token metadata (all [B, T] int tensors, produced by the packer):
   seg      segment id, unique within a row: an NTP stream, a predictor block or an isolated copy;
@@ -15,7 +15,10 @@ k < ctx_end[q])).  Padding (seg -1) only sees padding, so no query row is ever e
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
+import torch.nn.functional as F
 
 
 def mask_rule(seg_q, seg_k, ctx_seg_q, ctx_end_q, q_idx, k_idx, sliding_window: int | None = None):
@@ -34,6 +37,62 @@ def dense_mask(seg: torch.Tensor, ctx_seg: torch.Tensor, ctx_end: torch.Tensor,
     allowed = mask_rule(seg[:, :, None], seg[:, None, :], ctx_seg[:, :, None], ctx_end[:, :, None],
                         idx[None, :, None], idx[None, None, :], sliding_window)
     return allowed[:, None]
+
+
+class BlockDiagonal:
+    """The same rule without a dense [T, T] mask (CPU training path): the batch, flattened to one
+    sequence of B*T tokens, is cut where no later query reads an earlier key (whole units; every row
+    end is such a cut), the pieces grouped greedily into blocks of at most `block` tokens (or the
+    longest piece), and attention runs as one SDPA over the stacked blocks with their small masks."""
+
+    def __init__(self, seg, ctx_seg, ctx_end, sliding_window: int | None = None, block: int = 128):
+        b, t = seg.shape
+        offset = torch.arange(b, device=seg.device)[:, None] * t
+        # segment ids unique over the whole batch (padding: one per row), indices into the flat sequence
+        gseg = torch.where(seg >= 0, seg + offset, -1 - offset // t).flatten()
+        gctx = torch.where(ctx_seg >= 0, ctx_seg + offset, -b - 1).flatten()
+        gend = (ctx_end + offset).flatten()
+        pos = torch.arange(b * t, device=seg.device)
+        ids = gseg + b + 1  # >= 0; ctx -b-1 maps to 0, which no segment has
+        start = torch.full((int(ids.max()) + 1,), b * t, device=seg.device).scatter_reduce(0, ids, pos, "amin")
+        earliest = torch.minimum(start[ids], torch.where(gctx >= 0, start[(gctx + b + 1).clamp_min(0)], pos))
+        suffix_min = earliest.flip(0).cummin(0).values.flip(0)
+        cuts = (pos[suffix_min == pos]).tolist() + [b * t]  # suffix_min[0] == 0: position 0 is a cut
+        size = max(block, max(e - s for s, e in itertools.pairwise(cuts)))
+        blocks, first = [], 0
+        for s, e in itertools.pairwise(cuts):  # piece [s, e) closes the current block if it does not fit
+            if e - first > size:
+                blocks.append((first, s))
+                first = s
+        blocks.append((first, b * t))
+        n = len(blocks)
+        local = torch.arange(size, device=seg.device)
+        starts = torch.tensor([s for s, _ in blocks], device=seg.device)
+        lengths = torch.tensor([e - s for s, e in blocks], device=seg.device)
+        valid = local[None] < lengths[:, None]  # [n, size]
+        self.index = torch.where(valid, starts[:, None] + local[None], 0).flatten()  # block slot -> flat
+        self.inverse = torch.nonzero(valid.flatten()).squeeze(1)  # flat position -> block slot (in order)
+        i = self.index.view(n, size)
+        allowed = mask_rule(gseg[i][:, :, None], gseg[i][:, None, :], gctx[i][:, :, None], gend[i][:, :, None],
+                            i[:, :, None], i[:, None, :], sliding_window)
+        eye = torch.eye(size, dtype=torch.bool, device=seg.device)
+        # empty slots attend only to themselves (no empty softmax row); their outputs are dropped
+        self.mask = torch.where(valid[:, :, None] & valid[:, None, :], allowed, eye & ~valid[:, :, None])[:, None]
+        self.shape = (b, t, n, size)
+
+    def attend(self, q, k, v):
+        b, t, n, size = self.shape
+
+        def to_blocks(x):  # [B, H, T, D] -> [n, H, size, D]
+            h, d = x.shape[1], x.shape[3]
+            flat = x.transpose(0, 1).reshape(h, b * t, d).index_select(1, self.index)
+            return flat.view(h, n, size, d).transpose(0, 1)
+
+        out = F.scaled_dot_product_attention(to_blocks(q), to_blocks(k), to_blocks(v), attn_mask=self.mask,
+                                             enable_gqa=q.shape[1] != k.shape[1])
+        h, d = out.shape[1], out.shape[3]
+        out = out.transpose(0, 1).reshape(h, n * size, d).index_select(1, self.inverse)
+        return out.view(h, b, t, d).transpose(0, 1)
 
 
 def block_mask(seg: torch.Tensor, ctx_seg: torch.Tensor, ctx_end: torch.Tensor,
@@ -63,4 +122,4 @@ def flex_attend(q, k, v, block_mask):
 def build_attention_mask(seg, ctx_seg, ctx_end, use_flex: bool, sliding_window: int | None = None):
     if use_flex:
         return block_mask(seg, ctx_seg, ctx_end, sliding_window)
-    return dense_mask(seg, ctx_seg, ctx_end, sliding_window)
+    return BlockDiagonal(seg, ctx_seg, ctx_end, sliding_window)

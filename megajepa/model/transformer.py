@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megajepa.config import ModelConfig
+from megajepa.model.attention import BlockDiagonal
 from megajepa.model.presets import (
     PRESET_VOCAB,
     PRESETS,
@@ -110,6 +111,8 @@ class Attention(nn.Module):
 
 def attend(q, k, v, attn_mask):
     """SDPA with a dense boolean mask (CPU and generation) or FlexAttention with a BlockMask (CUDA)."""
+    if isinstance(attn_mask, BlockDiagonal):
+        return attn_mask.attend(q, k, v)
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
         from megajepa.model.attention import flex_attend
         return flex_attend(q, k, v, attn_mask)

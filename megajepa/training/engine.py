@@ -18,6 +18,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DEFAULT_DS_CONFIG = os.path.join(REPO_ROOT, "ds_configs", "zero3.json")
 
 
+def _accelerator_has_gpu() -> bool:
+    from deepspeed.accelerator import get_accelerator
+    return get_accelerator().device_name() != "cpu"
+
+
 def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
@@ -50,12 +55,25 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
     _fill(ds, "gradient_accumulation_steps", t.grad_accum, path)
     _fill(ds, "train_batch_size", t.micro_batch_size * t.grad_accum * world_size, path)
     _fill(ds, "gradient_clipping", t.grad_clip, path)
-    if "bf16" in ds and ds["bf16"].get("enabled") == "auto":
-        ds["bf16"]["enabled"] = bf16_available()
+    if t.bf16 is True:
+        ds.setdefault("bf16", {}).setdefault("enabled", "auto")
+    if "bf16" in ds:
+        bf16 = bf16_available() if t.bf16 == "auto" else t.bf16
+        if ds["bf16"].get("enabled") == "auto":
+            ds["bf16"]["enabled"] = bf16
+        elif t.bf16 != "auto" and ds["bf16"].get("enabled") != bf16:
+            raise ConfigError(f"{path}: 'bf16.enabled' is {ds['bf16'].get('enabled')!r} but train.bf16 is "
+                              f"{t.bf16}; set it to \"auto\" or make them agree")
     if "optimizer" in ds:
         params = ds["optimizer"].setdefault("params", {})
         _fill(params, "lr", t.lr, f"{path} optimizer.params")
         _fill(params, "weight_decay", t.weight_decay, f"{path} optimizer.params")
+        if ds["optimizer"].get("type", "").lower() in ("adam", "adamw") and not _accelerator_has_gpu():
+            # DeepSpeed's CPU FusedAdam is a JIT-built C++ op (~50 s on a fresh machine); torch's
+            # fused AdamW is the same update, shipped compiled
+            params.setdefault("torch_adam", True)
+            if params["torch_adam"]:
+                params.setdefault("fused", True)
     if "scheduler" in ds:
         params = ds["scheduler"].setdefault("params", {})
         _fill(params, "total_num_steps", max(t.max_steps, 1), f"{path} scheduler.params")

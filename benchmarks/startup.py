@@ -1,0 +1,72 @@
+"""Seconds from process start to the first optimizer step: the tiny preset (default config), one process,
+run directly and under the `deepspeed` launcher.
+
+    python benchmarks/startup.py --json runs/bench/startup.json
+
+Time: from just before the process is spawned until rank 0's losses.jsonl gets its first line (written
+right after the first engine.step()); the run is stopped there. Warm machine: one unmeasured run first
+(page cache, the sentencepiece tokenizer it trains, any op DeepSpeed built); median of --repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, "megajepa", "train.py")
+
+
+def command(mode: str, out_dir: str) -> list[str]:
+    args = [TRAIN, f"output_dir={out_dir}", "train.max_steps=2"]
+    if mode == "python":
+        return [sys.executable, *args]
+    return [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "1", *args]
+
+
+def time_to_first_step(mode: str, timeout: float = 300.0) -> float:
+    with tempfile.TemporaryDirectory() as out_dir:
+        losses = os.path.join(out_dir, "losses.jsonl")
+        env = dict(os.environ, PYTHONPATH=REPO)
+        start = time.perf_counter()
+        proc = subprocess.Popen(command(mode, out_dir), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while not (os.path.exists(losses) and os.path.getsize(losses) > 0):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{mode} run exited with {proc.returncode} before its first step: "
+                                       f"{proc.stderr.read()[-2000:]}")
+                if time.perf_counter() - start > timeout:
+                    raise RuntimeError(f"{mode} run took over {timeout:.0f} s to its first step")
+                time.sleep(0.01)
+            return time.perf_counter() - start
+        finally:
+            os.killpg(proc.pid, 9)  # the launcher's children go with it
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", default=["python", "deepspeed"], choices=["python", "deepspeed"])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    result = {}
+    for mode in args.modes:
+        time_to_first_step(mode)  # warm-up
+        runs = [time_to_first_step(mode) for _ in range(args.repeats)]
+        result[mode] = {"first_step_s": statistics.median(runs), "runs_s": runs}
+        print(f"{mode}: {result[mode]['first_step_s']:.2f} s to the first optimizer step ({runs})", flush=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
