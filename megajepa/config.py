@@ -117,7 +117,7 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute decoder layers in backward instead of keeping activations
     activation_checkpointing_every: int = 1  # with it on: checkpoint every n-th layer (1: all; 2: half)
     compile: bool = False  # torch.compile each decoder block and the JEPA gather + distance
-    bf16: bool | str = "auto"  # auto (on when CUDA supports bf16) | true | false: the DeepSpeed config's bf16.enabled
+    bf16: bool | Literal["auto"] = "auto"  # auto (on when CUDA supports bf16) | true | false: the DeepSpeed config's bf16.enabled
 
 
 @dataclass
@@ -332,8 +332,6 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
     if t.dist_timeout_minutes <= 0:
         raise ConfigError(f"train.dist_timeout_minutes must be > 0, got {t.dist_timeout_minutes}")
-    if not isinstance(t.bf16, bool):
-        _choice("train.bf16", t.bf16, ("auto",))
 
 
 def _check_model(m: ModelConfig) -> None:
