@@ -13,7 +13,8 @@ from megajepa.config import load_config
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
-from megajepa.data.packing import LayoutConfig, Specials, collate, place
+from megajepa.data.collate import collate
+from megajepa.data.packing import LayoutConfig, Specials, place
 from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM

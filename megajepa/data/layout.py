@@ -27,7 +27,7 @@ class Specials:
     predictors: list[int]
 
     @classmethod
-    def from_tokenizer(cls, tok) -> "Specials":
+    def from_tokenizer(cls, tok) -> Specials:
         return cls(tok.bos_id, tok.eos_id, tok.sep_id, tok.pad_id, list(tok.predictor_ids))
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from megajepa.data import layout as render
 from megajepa.data.layout import Specials
 
@@ -228,42 +226,3 @@ def _materialise(units: list[Unit], seq_len: int, sp: Specials) -> PackedRow:
     row.ctx_seg += [-1] * pad
     row.ctx_end += [0] * pad
     return row
-
-
-def bucket(n: int, minimum: int = 8) -> int:
-    """Static pair-count buckets (powers of two) so compiled steps see few distinct shapes."""
-    size = minimum
-    while size < n:
-        size *= 2
-    return size
-
-
-def add_ntp_index(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`ntp_idx`/`ntp_labels`: the labelled positions (flat b * T + t) and their labels, so the output head
-    runs on those rows only: predictors, isolated copies, prompts and padding never reach the vocabulary
-    matmul. Host-side, in the loader's thread (no device sync); the count is rounded up to a multiple of
-    1/16 of the next power of two (under 12.5% padding, 16 shapes per octave for torch.compile), never
-    past B * T."""
-    labels = batch["labels"].reshape(-1)
-    idx = (labels != IGNORE).nonzero().squeeze(1)
-    n, total = len(idx), len(labels)
-    step = max(8, 1 << max(0, n.bit_length() - 4))  # <= n / 8
-    size = min(total, max(step, -(-n // step) * step))  # >= 8 rows: a batch without labels is all padding
-    pad = size - n
-    batch["ntp_idx"] = torch.cat([idx, torch.zeros(pad, dtype=torch.long)])
-    batch["ntp_labels"] = torch.cat([labels[idx], torch.full((pad,), IGNORE, dtype=torch.long)])
-    return batch
-
-
-def collate(rows: list[PackedRow]) -> dict[str, torch.Tensor]:
-    """Rows -> batch tensors. Pair indices are flat (b * T + t) into the [B*T, D] hidden states."""
-    t = len(rows[0].input_ids)
-    batch = {name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.long)
-             for name in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")}
-    flat = [(b * t + p, b * t + q) for b, r in enumerate(rows) for p, q in r.pairs]
-    size = bucket(len(flat))
-    pad = size - len(flat)
-    batch["pred_idx"] = torch.tensor([p for p, _ in flat] + [0] * pad, dtype=torch.long)
-    batch["tgt_idx"] = torch.tensor([q for _, q in flat] + [0] * pad, dtype=torch.long)
-    batch["pair_mask"] = torch.tensor([1.0] * len(flat) + [0.0] * pad)
-    return add_ntp_index(batch)
