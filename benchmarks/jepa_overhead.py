@@ -41,6 +41,7 @@ from megajepa.data.synthetic import task_module  # noqa: E402
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
 from megajepa.model.transformer import Transformer, describe, resolve_model_config  # noqa: E402
 from megajepa.objective.hybrid import HybridObjective  # noqa: E402
+from megajepa.objective.losses import ntp_loss  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_FILE = os.path.join(REPO, "..", "shared", "datasets", "llm-jepa", "synth_train.jsonl")
@@ -104,7 +105,7 @@ def reference_step(model, batch: list[dict], sp: Specials, k: int, scheme: str, 
     for b, ex in enumerate(batch):
         s = ex["answer_start"]
         labels[b, s - 1:len(ex["stream"]) - 1] = torch.tensor(ex["stream"][s:])
-    ntp = model.lm_head(hidden, labels)
+    ntp = model.lm_head(hidden, ntp_loss(labels))
     tokens = ids.numel()
     pred_items = [(ex["pred_seq"], list(range(len(ex["pred_seq"])))) for ex in batch]
     enc_items = [(ex["enc_seq"], list(range(len(ex["enc_seq"])))) for ex in batch]

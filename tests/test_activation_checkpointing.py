@@ -6,6 +6,7 @@ from helpers import random_packed_batch, tiny_config
 
 from megajepa.config import ConfigError, load_config
 from megajepa.model.attention import dense_mask
+from megajepa.objective.losses import ntp_loss
 from megajepa.model.transformer import Transformer
 
 
@@ -18,7 +19,7 @@ def loss_grads_and_calls(every: int | None):
     batch = random_packed_batch(4, seq_len=64, n=6)
     hidden = model(batch["input_ids"], batch["position_ids"],
                    dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"]))
-    loss = model.lm_head(hidden, batch["labels"])
+    loss = model.lm_head(hidden, ntp_loss(batch["labels"]))
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}, calls
 

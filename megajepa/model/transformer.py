@@ -152,7 +152,8 @@ class DecoderLayer(nn.Module):
 
 class OutputHead(nn.Module):
     """The output projection. Called as a module so ZeRO-3 gathers its weight (or the tied embedding,
-    registered as an external parameter) around the fused loss."""
+    registered as an external parameter) around whatever reads it: the logits, or the objective's fused
+    loss passed in as `loss_fn(hidden, weight)` (the model itself knows no loss)."""
 
     def __init__(self, cfg: ModelConfig, tied_embedding: nn.Embedding | None):
         super().__init__()
@@ -164,12 +165,9 @@ class OutputHead(nn.Module):
     def projection(self) -> torch.Tensor:
         return self.weight if self._tied[0] is None else self._tied[0].weight
 
-    def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None, reduction: str = "sum"):
-        """With labels: fused linear cross-entropy (no logits kept); without: logits."""
-        if labels is None:
-            return F.linear(hidden, self.projection)
-        from megajepa.objective.losses import fused_linear_cross_entropy
-        return fused_linear_cross_entropy(hidden, self.projection, labels, reduction=reduction)
+    def forward(self, hidden: torch.Tensor, loss_fn=None):
+        """Logits, or `loss_fn(hidden, projection weight)` (e.g. a fused linear cross-entropy: no logits kept)."""
+        return F.linear(hidden, self.projection) if loss_fn is None else loss_fn(hidden, self.projection)
 
 
 class Transformer(nn.Module):

@@ -8,7 +8,7 @@ from torch import nn
 from megajepa.config import JepaConfig
 from megajepa.model.attention import build_attention_mask
 from megajepa.model.transformer import Transformer
-from megajepa.objective.losses import jepa_terms
+from megajepa.objective.losses import jepa_terms, ntp_loss
 
 
 def total_loss(jepa: JepaConfig, lm, jepa_term):
@@ -41,9 +41,9 @@ class HybridObjective(nn.Module):
         hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
         flat = hidden.reshape(-1, hidden.shape[-1])
         if "ntp_idx" in batch:  # the head only where a label is (packing.add_ntp_index)
-            ntp_sum = self.model.lm_head(flat.index_select(0, batch["ntp_idx"]), batch["ntp_labels"])
+            ntp_sum = self.model.lm_head(flat.index_select(0, batch["ntp_idx"]), ntp_loss(batch["ntp_labels"]))
         else:
-            ntp_sum = self.model.lm_head(flat, batch["labels"])
+            ntp_sum = self.model.lm_head(flat, ntp_loss(batch["labels"]))
         jepa_sum, cos_sum, pred, target = jepa_terms(
             flat, batch["pred_idx"], batch["tgt_idx"], batch["pair_mask"],
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)

@@ -20,6 +20,11 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, label
                                   ignore_index=IGNORE, options=chunk_options(h, weight.shape[0]))
 
 
+def ntp_loss(labels: torch.Tensor):
+    """The NTP sum as the output head's `loss_fn`: it runs inside the head's forward (ZeRO-3 gathers the head)."""
+    return lambda hidden, weight: fused_linear_cross_entropy(hidden, weight, labels)
+
+
 CPU_CHUNK_LOGITS = 2**25  # logits elements per chunk on CPU (128 MB in float32)
 
 
