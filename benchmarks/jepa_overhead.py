@@ -34,9 +34,10 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
+from megajepa.data.collate import collate  # noqa: E402
 from megajepa.data.examples import BadRecordReport, tokenize_records  # noqa: E402
 from megajepa.data.loader import PackedEpochs  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, collate, view_pairs  # noqa: E402
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs  # noqa: E402
 from megajepa.data.synthetic import task_module  # noqa: E402
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
 from megajepa.model.transformer import Transformer, describe, resolve_model_config  # noqa: E402

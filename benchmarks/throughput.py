@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, collate, place  # noqa: E402
+from megajepa.data.collate import collate  # noqa: E402
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place  # noqa: E402
 from megajepa.interop.adapter import to_hf_config, to_hf_state_dict  # noqa: E402
 from megajepa.model.attention import dense_mask  # noqa: E402
 from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402

@@ -69,7 +69,8 @@ def random_packed_batch(seed: int, seq_len: int = 96, n: int = 14, high: int = 1
     """Collated rows packed from random two-view examples (random k, embed_at, JEPA dropout; padded)."""
     import numpy as np
 
-    from megajepa.data.packing import LayoutConfig, build_unit, collate, place
+    from megajepa.data.collate import collate
+    from megajepa.data.packing import LayoutConfig, build_unit, place
 
     rng = np.random.default_rng(seed)
     k = int(rng.integers(0, 4)) if predictors is None else predictors

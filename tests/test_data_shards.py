@@ -1,5 +1,5 @@
 """tools/preprocess_data.py shards: rows equal what the in-memory packer makes of the same examples,
-batches equal packing.collate, the output does not depend on the worker count, and a mismatched
+batches equal collate.collate, the output does not depend on the worker count, and a mismatched
 manifest is refused. ~25 s (a 2-worker pool, a tiny sentencepiece model)."""
 import json
 import os
@@ -11,9 +11,10 @@ import pytest
 
 from megajepa.config import load_config
 from megajepa.data import corpus
+from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import make_unit
-from megajepa.data.packing import LayoutConfig, Specials, collate, place
+from megajepa.data.packing import LayoutConfig, Specials, place
 from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM
@@ -97,7 +98,7 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     assert c["skipped_by_reason"]["does not fit one row (data.seq_len)"] == skipped - 6 > 0
     assert 0 < c["jepa_examples"] < c["examples"]  # dropout and plain documents carry no JEPA views
     assert c["tokens"] == sum(r.n_real for r in want)
-    # A batch read from the memory maps equals packing.collate over the epoch's permuted rows.
+    # A batch read from the memory maps equals collate.collate over the epoch's permuted rows.
     order = FeistelShuffle(len(want), [cfg.seed, 3]).take(np.arange(len(want)))
     assert sorted(order.tolist()) == list(range(len(want)))  # every row once per epoch
     got, ref = rows.batch(3, 5, 4), collate([want[i] for i in order[5:9]])

@@ -7,7 +7,8 @@ from helpers import SPECIALS as SP
 from helpers import random_views, tiny_model
 
 from megajepa.config import JepaConfig
-from megajepa.data.packing import LayoutConfig, build_unit, collate, place
+from megajepa.data.collate import collate
+from megajepa.data.packing import LayoutConfig, build_unit, place
 from megajepa.eval.embeddings import analyze, embed_pairs, linear_map_error
 from megajepa.objective.hybrid import HybridObjective
 

@@ -10,9 +10,10 @@ import torch
 from helpers import SPECIALS, random_views, tiny_model
 
 from megajepa.config import JepaConfig
+from megajepa.data.collate import collate
 from megajepa.data.examples import Example
 from megajepa.data.loader import PackedEpochs
-from megajepa.data.packing import LayoutConfig, collate
+from megajepa.data.packing import LayoutConfig
 from megajepa.objective.hybrid import HybridObjective
 
 LAYOUT = LayoutConfig(predictors=2)

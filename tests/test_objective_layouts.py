@@ -15,7 +15,8 @@ from helpers import SPECIALS as SP
 from helpers import random_views, tiny_model
 
 from megajepa.config import JepaConfig
-from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
+from megajepa.data.collate import collate
+from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, place
 from megajepa.model.attention import BlockDiagonal, dense_mask
 from megajepa.objective.hybrid import HybridObjective
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from helpers import SPECIALS, random_packed_batch, random_views, tiny_model
 
-from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, collate, place
+from megajepa.data.collate import collate
+from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, place
 from megajepa.model.attention import BlockDiagonal, dense_mask
 from megajepa.objective.losses import ntp_loss
 
@@ -170,7 +171,7 @@ def test_fused_ntp_equals_materialised_logits():
 @pytest.mark.parametrize("n", [0, 1, 8, 9, 100, 129, 700, 1024])
 def test_ntp_index_holds_exactly_the_labelled_positions(n):
     """The output head runs on ntp_idx rows only: every labelled position once, padding ignored."""
-    from megajepa.data.packing import add_ntp_index
+    from megajepa.data.collate import add_ntp_index
 
     labels = torch.full((4, 256), IGNORE)
     where = torch.randperm(1024, generator=torch.Generator().manual_seed(n))[:n]

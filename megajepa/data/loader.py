@@ -15,8 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
+from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, Example, RecordError
-from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, collate, place
+from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, place
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Views -> packed rows at the token floor.
+"""Views -> packed rows at the token floor. Which tokens each piece holds is data/layout.py; this module
+gives them positions, labels and what each segment may read.
 
 An example becomes a *unit*: a few segments that must share a row, plus the (Pred, target) position
 pairs of its JEPA term. The default two-view layout (ARCHITECTURE.md):
@@ -26,9 +27,9 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 
-import torch
-
 from megajepa.config import EmbedAt, Pairs, PredPosition
+from megajepa.data import layout as render
+from megajepa.data.layout import Specials
 
 IGNORE = -100
 
@@ -50,19 +51,6 @@ class Unit:
     @property
     def n_tokens(self) -> int:
         return sum(len(s.tokens) for s in self.segments)
-
-
-@dataclass
-class Specials:
-    bos: int
-    eos: int
-    sep: int
-    pad: int
-    predictors: list[int]
-
-    @classmethod
-    def from_tokenizer(cls, tok) -> "Specials":
-        return cls(tok.bos_id, tok.eos_id, tok.sep_id, tok.pad_id, list(tok.predictor_ids))
 
 
 @dataclass
@@ -88,23 +76,16 @@ def _labels(tokens: list[int], first_target: int) -> list[int]:
 
 
 def _stream(views: list[list[int]], sp: Specials, prompt: list[int] | None = None) -> Segment:
-    """`bos [prompt sep] v0 sep ... v_last eos`; labels on v_last + eos (the answer)."""
-    tokens = [sp.bos] + (prompt + [sp.sep] if prompt else [])
-    for i, view in enumerate(views):
-        tokens += view + [sp.sep if i < len(views) - 1 else sp.eos]
+    """The layout's stream; labels on v_last + eos (the answer)."""
+    tokens = render.stream(views, sp, prompt)
     answer_start = len(tokens) - len(views[-1]) - 1
     return Segment(tokens, list(range(len(tokens))), _labels(tokens, answer_start))
 
 
 def _own_stream(view: list[int], sp: Specials) -> Segment:
-    """train_all: `bos v eos`, every token a target."""
-    tokens = [sp.bos] + view + [sp.eos]
+    """train_all: the layout's own stream, every token a target."""
+    tokens = render.own_stream(view, sp)
     return Segment(tokens, list(range(len(tokens))), _labels(tokens, 1))
-
-
-def _standalone(view: list[int], sp: Specials, marker: int, embed_at: str, lead: list[int] = ()) -> list[int]:
-    """`bos [lead] v marker` (no marker with embed_at=last: it would be unread)."""
-    return [sp.bos] + list(lead) + view + ([marker] if embed_at == "end" else [])
 
 
 def _copy(tokens: list[int]) -> Segment:
@@ -114,7 +95,7 @@ def _copy(tokens: list[int]) -> Segment:
 
 def _predictor_block(ctx: int, prefix_len: int, k: int, sp: Specials) -> Segment:
     """k predictor tokens continuing the positions of a `prefix_len`-token prefix of segment `ctx`."""
-    return Segment(sp.predictors[:k], list(range(prefix_len, prefix_len + k)), [IGNORE] * k, ctx, prefix_len)
+    return Segment(render.predictor_block(sp, k), list(range(prefix_len, prefix_len + k)), [IGNORE] * k, ctx, prefix_len)
 
 
 def view_pairs(n_views: int, pairs: Pairs = "chain", reverse: bool = False) -> list[tuple[int, int]]:
@@ -134,21 +115,20 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     dropout, lambda=0) only the NTP stream(s). `prompt`: tokens rendered before Text (chat system turn);
     train_all ignores it (every view is its own stream)."""
     n = len(views)
+    markers = render.markers(n, sp, layout.train_all)
     if layout.train_all:
         segments = [_own_stream(v, sp) for v in views]
-        markers = [sp.eos] * n
-        standalone = {i: (i, len(v) + (2 if layout.embed_at == "end" else 1)) for i, v in enumerate(views)}
+        standalone = {i: (i, len(render.standalone(v, sp, markers[i], layout.embed_at))) for i, v in enumerate(views)}
     else:
         segments = [_stream(views, sp, prompt)]
-        markers = [sp.sep] * (n - 1) + [sp.eos]
-        standalone = {} if prompt else {0: (0, len(views[0]) + (2 if layout.embed_at == "end" else 1))}
+        standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
     if not with_jepa or n < 2:
         return Unit(segments)
 
     def encoding(i: int) -> tuple[int, int]:
         """(segment, length) whose first `length` tokens are `bos v_i marker` alone; copy if none."""
         if i not in standalone:
-            tokens = _standalone(views[i], sp, markers[i], layout.embed_at)
+            tokens = render.standalone(views[i], sp, markers[i], layout.embed_at)
             segments.append(_copy(tokens))
             standalone[i] = (len(segments) - 1, len(tokens))
         return standalone[i]
@@ -158,7 +138,7 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     preds: dict[int, tuple[int, int]] = {}
     for src in dict.fromkeys(s for s, _ in directed):  # one Pred per source view, whatever its targets
         if k and layout.pred_position == "front":
-            tokens = _standalone(views[src], sp, markers[src], layout.embed_at, sp.predictors[:k])
+            tokens = render.standalone(views[src], sp, markers[src], layout.embed_at, render.predictor_block(sp, k))
             segments.append(_copy(tokens))
             preds[src] = (len(segments) - 1, len(tokens) - 1)
         elif k:
@@ -248,42 +228,3 @@ def _materialise(units: list[Unit], seq_len: int, sp: Specials) -> PackedRow:
     row.ctx_seg += [-1] * pad
     row.ctx_end += [0] * pad
     return row
-
-
-def bucket(n: int, minimum: int = 8) -> int:
-    """Static pair-count buckets (powers of two) so compiled steps see few distinct shapes."""
-    size = minimum
-    while size < n:
-        size *= 2
-    return size
-
-
-def add_ntp_index(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`ntp_idx`/`ntp_labels`: the labelled positions (flat b * T + t) and their labels, so the output head
-    runs on those rows only: predictors, isolated copies, prompts and padding never reach the vocabulary
-    matmul. Host-side, in the loader's thread (no device sync); the count is rounded up to a multiple of
-    1/16 of the next power of two (under 12.5% padding, 16 shapes per octave for torch.compile), never
-    past B * T."""
-    labels = batch["labels"].reshape(-1)
-    idx = (labels != IGNORE).nonzero().squeeze(1)
-    n, total = len(idx), len(labels)
-    step = max(8, 1 << max(0, n.bit_length() - 4))  # <= n / 8
-    size = min(total, max(step, -(-n // step) * step))  # >= 8 rows: a batch without labels is all padding
-    pad = size - n
-    batch["ntp_idx"] = torch.cat([idx, torch.zeros(pad, dtype=torch.long)])
-    batch["ntp_labels"] = torch.cat([labels[idx], torch.full((pad,), IGNORE, dtype=torch.long)])
-    return batch
-
-
-def collate(rows: list[PackedRow]) -> dict[str, torch.Tensor]:
-    """Rows -> batch tensors. Pair indices are flat (b * T + t) into the [B*T, D] hidden states."""
-    t = len(rows[0].input_ids)
-    batch = {name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.long)
-             for name in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")}
-    flat = [(b * t + p, b * t + q) for b, r in enumerate(rows) for p, q in r.pairs]
-    size = bucket(len(flat))
-    pad = size - len(flat)
-    batch["pred_idx"] = torch.tensor([p for p, _ in flat] + [0] * pad, dtype=torch.long)
-    batch["tgt_idx"] = torch.tensor([q for _, q in flat] + [0] * pad, dtype=torch.long)
-    batch["pair_mask"] = torch.tensor([1.0] * len(flat) + [0.0] * pad)
-    return add_ntp_index(batch)

@@ -15,11 +15,11 @@ import os
 import numpy as np
 import torch
 
+from megajepa.data.collate import FIELDS, collate_arrays
 from megajepa.data.examples import RecordError
-from megajepa.data.packing import IGNORE, PackedRow, add_ntp_index, bucket
+from megajepa.data.packing import IGNORE, PackedRow
 from megajepa.data.permutation import FeistelShuffle
 
-FIELDS = ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 2: per-field dtypes
 DTYPE = np.int32  # in memory; on disk per field_dtypes
@@ -193,15 +193,7 @@ class ShardRows:
         return PackedRow(**fields, pairs=pairs)
 
     def batch(self, epoch: int, start: int, count: int) -> dict[str, torch.Tensor]:
-        """The same tensors as packing.collate over those rows, read straight from the memory maps."""
+        """collate over those rows, read straight from the memory maps."""
         located = [self._locate(int(i)) for i in self.order(epoch)[start:start + count]]
-        batch = {f: torch.from_numpy(np.stack([self.arrays[s][f][i] for s, i in located]).astype(np.int64))
-                 for f in FIELDS}
-        flat = [b * self.seq_len + self.pairs[s][j].astype(np.int64) for b, (s, i) in enumerate(located)
-                for j in range(self.offsets[s][i], self.offsets[s][i + 1])]
-        flat = np.asarray(flat, dtype=np.int64).reshape(-1, 2)
-        pad = bucket(len(flat)) - len(flat)
-        batch["pred_idx"] = torch.from_numpy(np.concatenate([flat[:, 0], np.zeros(pad, np.int64)]))
-        batch["tgt_idx"] = torch.from_numpy(np.concatenate([flat[:, 1], np.zeros(pad, np.int64)]))
-        batch["pair_mask"] = torch.tensor([1.0] * len(flat) + [0.0] * pad)
-        return add_ntp_index(batch)
+        fields = {f: np.stack([self.arrays[s][f][i] for s, i in located]) for f in FIELDS}
+        return collate_arrays(fields, [self.pairs[s][self.offsets[s][i]:self.offsets[s][i + 1]] for s, i in located])

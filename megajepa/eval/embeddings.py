@@ -2,7 +2,7 @@
 (its Table 14 and the SVD figure): the spectrum of Enc(Text) - Enc(Code), the least-squares error of the
 best linear map Text -> Code, effective ranks.
 
-Each view is encoded on its own, exactly as the packer lays it out for the JEPA term:
+Each view is encoded on its own, rendered by data/layout.py exactly as the packer lays it out:
   Enc(Text)        last token of `bos Text sep`   (embed_at=end; `bos Text` with embed_at=last)
   Pred(Enc(Text))  last token of `bos Text sep pred_1..pred_k`   (k=0: Enc(Text) itself)
   Enc(Code)        last token of `bos Code eos`   (embed_at=end; `bos Code` with embed_at=last)
@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import torch
 
+from megajepa.data import layout
+from megajepa.data.layout import Specials
 from megajepa.objective.geometry import collapse_stats, effective_rank
 
 
 def view_sequences(tokenizer, text: str, code: str, predictors: int, embed_at: str) -> tuple[list, list, list]:
-    end = embed_at == "end"
-    text_ids = [tokenizer.bos_id] + tokenizer.encode(text) + ([tokenizer.sep_id] if end else [])
-    code_ids = [tokenizer.bos_id] + tokenizer.encode(code) + ([tokenizer.eos_id] if end else [])
-    pred_ids = text_ids + list(tokenizer.predictor_ids[:predictors])
-    return text_ids, pred_ids, code_ids
+    """(Enc(Text), Pred(Enc(Text)), Enc(Code)) token ids, each the layout's standalone view."""
+    sp = Specials.from_tokenizer(tokenizer)
+    text_marker, code_marker = layout.markers(2, sp)
+    text_ids = layout.standalone(tokenizer.encode(text), sp, text_marker, embed_at)
+    code_ids = layout.standalone(tokenizer.encode(code), sp, code_marker, embed_at)
+    return text_ids, text_ids + layout.predictor_block(sp, predictors), code_ids
 
 
 @torch.no_grad()

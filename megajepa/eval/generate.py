@@ -16,7 +16,9 @@ import os
 import sys
 from dataclasses import dataclass
 
+from megajepa.data import layout
 from megajepa.data.examples import system_turn
+from megajepa.data.layout import Specials
 from megajepa.data.records import BadRecord, record_views
 from megajepa.eval.metrics import METRICS, score
 from megajepa.model.generation import greedy_generate
@@ -73,11 +75,9 @@ def read_items(path: str, max_examples: int | None = None) -> list[EvalItem]:
 
 
 def prompt_ids(tokenizer, item: EvalItem, with_system: bool) -> list[int]:
-    """`bos [system sep] Text sep`: the prefix after which the trainer's stream holds Code."""
-    ids = [tokenizer.bos_id]
-    if with_system and item.system:
-        ids += tokenizer.encode(item.system) + [tokenizer.sep_id]
-    return ids + tokenizer.encode(item.text) + [tokenizer.sep_id]
+    """The layout's prompt: the prefix after which the trainer's stream holds Code."""
+    system = tokenizer.encode(item.system) if with_system and item.system else None
+    return layout.prompt(tokenizer.encode(item.text), Specials.from_tokenizer(tokenizer), system)
 
 
 def predict(model, tokenizer, items: list[EvalItem], max_new_tokens: int, batch_size: int = 32,

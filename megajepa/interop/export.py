@@ -15,7 +15,8 @@ import tempfile
 import torch
 
 from megajepa.config import ModelConfig
-from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer, load_tokenizer, training_chat_template
+from megajepa.data import layout
+from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer, load_tokenizer
 from megajepa.interop.adapter import architecture_for, to_hf_config, to_hf_state_dict
 from megajepa.interop.hf_files import parse_size, write_safetensors
 from megajepa.training.checkpoint.locate import CheckpointError, open_checkpoint
@@ -74,7 +75,7 @@ def convert_to_hf(checkpoint: str, output: str, tag: str | None = None, dtype: s
         raise CheckpointError(f"tokenizer {tok.path} has {tok.vocab_size} ids but the model's embedding has "
                               f"{cfg.vocab_size} rows: this tokenizer is not the one the run trained with")
     if chat_template is None and not isinstance(tok, HFTokenizer):  # an HF tokenizer keeps its own template
-        chat_template = training_chat_template(bool((saved.run_config() or {}).get("data", {}).get("system_prompt")))
+        chat_template = layout.chat_template(bool((saved.run_config() or {}).get("data", {}).get("system_prompt")))
     ours = saved.weights(lazy=True)
     shapes = expected_shapes(cfg)
     missing, unexpected = sorted(set(shapes) - set(ours)), sorted(set(ours) - set(shapes))

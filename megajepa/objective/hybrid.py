@@ -51,7 +51,7 @@ class HybridObjective(nn.Module):
                                     self.model.config.sliding_window)
         hidden = self.model(batch["input_ids"], batch["position_ids"], mask)
         flat = hidden.reshape(-1, hidden.shape[-1])
-        if "ntp_idx" in batch:  # the head only where a label is (packing.add_ntp_index)
+        if "ntp_idx" in batch:  # the head only where a label is (collate.add_ntp_index)
             ntp_sum = self.model.lm_head(flat.index_select(0, batch["ntp_idx"]), ntp_loss(batch["ntp_labels"]))
         else:
             ntp_sum = self.model.lm_head(flat, ntp_loss(batch["labels"]))

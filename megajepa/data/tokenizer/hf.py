@@ -86,16 +86,6 @@ class HFTokenizer:
         return f"HFTokenizer({self.path!r}, vocab_size={self.vocab_size}, added={len(self.added)})"
 
 
-def training_chat_template(system_prompt: bool) -> str:
-    """Jinja for the layout the packer trains on (packing._stream): `bos [system sep] user sep assistant eos`;
-    the generation prompt is what precedes the answer, so it adds nothing after the user's `sep`."""
-    system = "{{ m['content'] + '" + SEP + "' }}" if system_prompt else ""
-    return ("{{ bos_token }}{% for m in messages %}"
-            "{% if m['role'] == 'system' %}" + system +
-            "{% elif m['role'] == 'user' %}{{ m['content'] + '" + SEP + "' }}"
-            "{% elif m['role'] == 'assistant' %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}")
-
-
 def load_tokenizer(path: str):
     """A transformers tokenizer directory -> HFTokenizer; a sentencepiece model file, or a directory holding
     only `tokenizer.model`, -> Tokenizer."""
