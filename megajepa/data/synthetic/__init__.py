@@ -2,7 +2,7 @@
 
 Every task module exposes `generate(n, seed) -> list[dict]` and
 `split(n_train, n_test, seed) -> (train, test)`; records are `{"views": [...], "task": name}`.
-Each task's evaluator: `megajepa.data.synthetic.evaluate` (score_task, paraphrase_retrieval).
+Each task's evaluator: `megajepa.eval.synthetic` (score_task, paraphrase_retrieval).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from megajepa.data import synthetic
-from megajepa.data.synthetic.evaluate import paraphrase_retrieval, score_task
+from megajepa.eval.synthetic import paraphrase_retrieval, score_task
 
 
 @pytest.mark.parametrize("task", ["regex", "sql", "arithmetic"])
