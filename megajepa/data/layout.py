@@ -1,5 +1,5 @@
 """THE sequence layout: which tokens an example becomes, rendered once for training, generation prompts,
-embedding analysis and the exported chat template (ARCHITECTURE.md, "Layout").
+embedding analysis and the exported chat template (docs/architecture.md, "Packing").
 
     stream      bos [system sep] v_0 sep ... v_last eos    (two views: bos [system sep] Text sep Code eos)
     own stream  bos v eos                                  (train_all: every view its own stream)

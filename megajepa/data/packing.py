@@ -2,7 +2,7 @@
 gives them positions, labels and what each segment may read.
 
 An example becomes a *unit*: a few segments that must share a row, plus the (Pred, target) position
-pairs of its JEPA term. The default two-view layout (ARCHITECTURE.md):
+pairs of its JEPA term. The default two-view layout (docs/architecture.md):
 
     [bos Text sep Code eos | pred_1..pred_k | bos Code eos]
      NTP stream             predictor block   isolated copy of Code
