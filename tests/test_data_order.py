@@ -24,11 +24,14 @@ def in_memory(seed=5, n=120):
 
 
 def on_disk(tmp_path, seed=5, n=120):
-    rows = in_memory(0, n).rows(0)
-    writer = ShardWriter(str(tmp_path), SEQ, rows_per_shard=7)
-    for row in rows:
-        writer.add(row)
-    write_manifest(str(tmp_path), {"packing": {"seq_len": SEQ}, "shards": writer.close()})
+    """The rows written once per directory, then opened afresh: rewriting files that an earlier reader's
+    prefetch thread still maps would pull them from under it (SIGBUS)."""
+    if not tmp_path.exists():
+        rows = in_memory(0, n).rows(0)
+        writer = ShardWriter(str(tmp_path), SEQ, rows_per_shard=7)
+        for row in rows:
+            writer.add(row)
+        write_manifest(str(tmp_path), {"packing": {"seq_len": SEQ}, "shards": writer.close()})
     return ShardRows(str(tmp_path), seed)
 
 
