@@ -23,7 +23,7 @@ TRAIN = os.path.join(REPO, "megajepa", "train.py")
 
 
 def command(mode: str, out_dir: str) -> list[str]:
-    args = [TRAIN, f"output_dir={out_dir}", "train.max_steps=2"]
+    args = [TRAIN, f"output_dir={out_dir}", "train.max_steps=2", "train.warmup_steps=1"]
     if mode == "python":
         return [sys.executable, *args]
     return [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "1", *args]

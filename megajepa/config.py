@@ -354,15 +354,16 @@ def _check_model(m: ModelConfig) -> None:
 
 def _check_eval(e: EvalConfig, sources: list) -> None:
     names = [m.strip() for m in e.metric.split(",") if m.strip()]  # a comma-separated list, as the CLI's --metric
-    if not names or any(m not in METRICS for m in names):
-        raise ConfigError(f"config key 'eval.metric' must be a comma-separated list of {'|'.join(METRICS)}, "
-                          f"got {e.metric!r}")
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise ConfigError(f"config key 'eval.metric': unknown {bad or e.metric!r}; a comma-separated list of "
+                          f"{'|'.join(METRICS)}")
     for key, value, low in (("eval.interval", e.interval, 0), ("eval.max_examples", e.max_examples, 1),
                             ("eval.max_new_tokens", e.max_new_tokens, 1)):
         if value < low:
             raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
     if e.file is not None and not os.path.isfile(e.file):
-        raise ConfigError(f"config key 'eval.file': no such file {e.file!r}")
+        raise ConfigError(f"config key 'eval.file': eval.file: {e.file} does not exist")
     if e.interval > 0 and e.file is None and sources:  # the synthetic corpus evaluates on its held-out split
         raise ConfigError(f"config key 'eval.file': eval.interval={e.interval} with data.sources needs a file")
 

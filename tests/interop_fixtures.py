@@ -89,4 +89,5 @@ def _port() -> int:
 
 
 TINY_RUN = ["model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=128",
-            "data.seq_len=128", "data.num_train=300", "train.micro_batch_size=2", "train.log_interval=1"]
+            "data.seq_len=128", "data.num_train=300", "train.micro_batch_size=2", "train.log_interval=1",
+            "train.warmup_steps=1"]  # runs of 2-8 steps: the warm-up must be shorter than the run

@@ -25,7 +25,9 @@ def saved_world_size(tag_dir: str) -> int | None:
     """Data-parallel ranks that wrote this ZeRO checkpoint (one optimizer shard each)."""
     if not os.path.isdir(tag_dir):
         return None  # checkpoint.load names the missing checkpoint
-    shards = [f for f in os.listdir(tag_dir) if f.startswith("zero_pp_rank_") and f.endswith("_optim_states.pt")]
+    # bf16 runs name them bf16_zero_pp_rank_*
+    shards = [f for f in os.listdir(tag_dir) if f.startswith(("zero_pp_rank_", "bf16_zero_pp_rank_"))
+              and f.endswith("_optim_states.pt")]
     return len(shards) or None
 
 
