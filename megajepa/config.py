@@ -31,6 +31,8 @@ EmbedAt = Literal["end", "last"]  # a view's end marker (sep/eos) | its last con
 MixtureStop = Literal["first_exhausted", "all_exhausted"]  # no repeats | oversample until all are read
 OnBadRecord = Literal["skip", "error"]
 SourceFormat = Literal["jsonl", "json", "parquet"]
+DropoutWeighting = Literal["renormalize", "paper"]  # per example, mean over kept pairs | per micro-batch, no renormalising
+TrainAllViews = Literal["all", "first"]  # train_all: every view an NTP stream | only the first (reference --plain --train_all)
 
 
 class ConfigError(ValueError):
@@ -67,17 +69,33 @@ class JepaConfig:
     temperature: float = 0.07  # infonce only
     pred_position: PredPosition = "end"
     reverse: bool = False  # Code predicts Text
-    dropout: float = 0.0  # fraction of examples packed without JEPA views
+    dropout: float = 0.0  # probability alpha that the JEPA term is dropped (per example or micro-batch: dropout_weighting)
+    # renormalize: each example packed without views with probability alpha, JEPA the mean over kept pairs;
+    # paper: a whole micro-batch drops the term with probability alpha (seeded by run seed, step, micro-step),
+    # not renormalised, so its expected weight is lambda * (1 - alpha): the reference's --jepa_ratio = 1 - alpha
+    dropout_weighting: DropoutWeighting = "renormalize"
     pairs: Pairs = "chain"
     embed_at: EmbedAt = "end"
+    # Linear warm-up of lambda from lambda_min at step 0 to lambda at lambda_warmup_steps (0: off); the
+    # reference's --lbd_warmup ramps over the whole run: lambda_warmup_steps = train.max_steps - 1.
+    lambda_warmup_steps: int = 0
+    lambda_min: float = 0.0
     collapse_warn_fraction: float = 0.05  # warn when effective rank < this x embedding width
     # Anti-collapse term R on the pair embeddings (objective/regularizers.py), weighted by reg_weight.
     regularizer: Literal["none", "sigreg", "vicreg"] = "none"
     reg_weight: float = 0.0
+    reg_warmup_steps: int = 0  # the same linear warm-up for reg_weight, from reg_min (0: off)
+    reg_min: float = 0.0
     reg_on: Literal["both", "target", "pred"] = "both"  # which embeddings form Z: Enc and Pred, or one of them
     sigreg_directions: int = 256  # M random unit directions, fresh each step (LeJEPA: 256 or 1024)
     sigreg_knots: int = 17  # trapezoid knots on t in [0, sigreg_t_max]
     sigreg_t_max: float = 3.0
+
+    @property
+    def example_dropout(self) -> float:
+        """The per-example dropout the packer draws: alpha under renormalize, none under paper (the objective
+        drops whole micro-batches instead, objective/schedules.py)."""
+        return self.dropout if self.dropout_weighting == "renormalize" else 0.0
 
 
 @dataclass
@@ -92,6 +110,8 @@ class DataConfig:
     shards: str | None = None  # tools/preprocess_data.py output: train from memory-mapped rows, no tokenizing
     seq_len: int = 512  # packed row length
     train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
+    train_all_views: TrainAllViews = "all"  # with train_all: first = only `bos Text eos` is an NTP stream, other views copies
+    label_prompt: bool = False  # NTP on every token of the stream (system, Text, Code), as the reference code trained
     system_prompt: bool = False  # render a messages record's system turn before Text (Text then gets a copy)
     on_bad_record: OnBadRecord = "skip"
     max_skip_fraction: float = 0.25  # more records skipped than this stops the run before compute
@@ -287,8 +307,14 @@ def validate(cfg: RunConfig) -> None:
                           f"{MAX_PREDICTORS} predictor tokens), got {j.predictors}")
     if not 0.0 <= j.dropout <= 1.0:
         raise ConfigError(f"jepa.dropout must be in [0, 1], got {j.dropout}")
-    if j.reg_weight < 0:
-        raise ConfigError(f"jepa.reg_weight must be >= 0, got {j.reg_weight}")
+    for key, value in (("jepa.reg_weight", j.reg_weight), ("jepa.lambda_min", j.lambda_min),
+                       ("jepa.reg_min", j.reg_min), ("jepa.lambda_warmup_steps", j.lambda_warmup_steps),
+                       ("jepa.reg_warmup_steps", j.reg_warmup_steps)):
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    if d.train_all_views != "all" and not d.train_all:
+        raise ConfigError(f"data.train_all_views={d.train_all_views} chooses among train_all's streams; set "
+                          "data.train_all=true")
     if j.sigreg_directions < 1 or j.sigreg_knots < 2 or j.sigreg_t_max <= 0:
         raise ConfigError("jepa.sigreg_directions must be >= 1, jepa.sigreg_knots >= 2 and jepa.sigreg_t_max > 0, "
                           f"got {j.sigreg_directions}, {j.sigreg_knots}, {j.sigreg_t_max}")

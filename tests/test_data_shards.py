@@ -67,7 +67,7 @@ def reference_rows(cfg, tok_path):
     for index, start in enumerate(range(0, len(records), SMALL_CHUNK)):
         examples = tokenize_records(records[start:start + SMALL_CHUNK], tok, "skip", report,
                                     with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
-        keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.dropout
+        keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.example_dropout
         units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
         fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
         skipped += len(units) - len(fitting)
@@ -79,7 +79,9 @@ def as_dict(row):
     return {f: list(map(tuple, row.pairs)) if f == "pairs" else list(getattr(row, f)) for f in FIELDS}
 
 
-@pytest.mark.parametrize("extra", [[], ["data.system_prompt=true", "jepa.predictors=2", "data.train_all=true"]])
+@pytest.mark.parametrize("extra", [[], ["data.system_prompt=true", "jepa.predictors=2", "data.train_all=true"],
+                                   ["data.system_prompt=true", "data.label_prompt=true"],
+                                   ["data.train_all=true", "data.train_all_views=first", "jepa.embed_at=last"]])
 def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     d, tok = corpus_dir
     cfg = run_config(d, tok, *extra)

@@ -2,7 +2,8 @@
 embedding analysis and the exported chat template (docs/architecture.md, "Packing").
 
     stream      bos [system sep] v_0 sep ... v_last eos    (two views: bos [system sep] Text sep Code eos)
-    own stream  bos v eos                                  (train_all: every view its own stream)
+    own stream  bos v eos                                  (train_all: every view its own stream;
+                                                            train_all_views=first: only v_0's)
     standalone  bos [lead] v marker                        (Enc(v); marker: sep after every view but the last,
                                                             eos after the last; none with embed_at=last)
     predictors  pred_1..pred_k                             (continue a standalone encoding; Pred is the last)

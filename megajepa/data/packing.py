@@ -17,7 +17,11 @@ pairs of its JEPA term. The default two-view layout (docs/architecture.md):
 - pred_position=front: `bos pred_1..k v marker` is its own segment (predictors change the view's
   encoding, so nothing is shared); Pred is its last token.
 - N views: pairs chain (v_i predicts v_i+1) or all (every ordered pair); reverse swaps direction.
-- train_all (pretraining): every view is its own NTP stream `bos v eos`, labelled on every token.
+- train_all (pretraining): every view is its own NTP stream `bos v eos`, labelled on every token;
+  train_all_views=first keeps only the first view's (`bos Text eos`), the others are copies (the
+  reference's --plain --train_all).
+- Labels: the stream's answer (v_last eos); label_prompt labels every token after bos (system, Text,
+  Code), as the reference code trained.
 - A prompt (chat records with a system turn) is rendered before Text in the stream, so Text is no
   longer a stream prefix and gets a copy.
 Units are placed into fixed-length rows first-fit, so padding is only what no unit could fill.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 
-from megajepa.config import EmbedAt, Pairs, PredPosition
+from megajepa.config import EmbedAt, Pairs, PredPosition, TrainAllViews
 from megajepa.data import layout as render
 from megajepa.data.layout import Specials
 
@@ -61,12 +65,15 @@ class LayoutConfig:
     pred_position: PredPosition = "end"
     reverse: bool = False  # Code predicts Text (every pair's direction swapped)
     pairs: Pairs = "chain"
+    train_all_views: TrainAllViews = "all"  # train_all: which views are NTP streams (first: only v_0)
+    label_prompt: bool = False  # the stream labelled on every token after bos, not only the answer
 
     @classmethod
     def from_run(cls, cfg) -> "LayoutConfig":
-        j = cfg.jepa
-        return cls(predictors=j.predictors, embed_at=j.embed_at, train_all=cfg.data.train_all,
-                   pred_position=j.pred_position, reverse=j.reverse, pairs=j.pairs)
+        j, d = cfg.jepa, cfg.data
+        return cls(predictors=j.predictors, embed_at=j.embed_at, train_all=d.train_all,
+                   pred_position=j.pred_position, reverse=j.reverse, pairs=j.pairs,
+                   train_all_views=d.train_all_views, label_prompt=d.label_prompt)
 
 
 def _labels(tokens: list[int], first_target: int) -> list[int]:
@@ -75,11 +82,12 @@ def _labels(tokens: list[int], first_target: int) -> list[int]:
             for i in range(len(tokens))]
 
 
-def _stream(views: list[list[int]], sp: Specials, prompt: list[int] | None = None) -> Segment:
-    """The layout's stream; labels on v_last + eos (the answer)."""
+def _stream(views: list[list[int]], sp: Specials, prompt: list[int] | None = None,
+            label_prompt: bool = False) -> Segment:
+    """The layout's stream; labels on v_last + eos (the answer), or on every token after bos (label_prompt)."""
     tokens = render.stream(views, sp, prompt)
-    answer_start = len(tokens) - len(views[-1]) - 1
-    return Segment(tokens, list(range(len(tokens))), _labels(tokens, answer_start))
+    first_target = 1 if label_prompt else len(tokens) - len(views[-1]) - 1
+    return Segment(tokens, list(range(len(tokens))), _labels(tokens, first_target))
 
 
 def _own_stream(view: list[int], sp: Specials) -> Segment:
@@ -117,10 +125,11 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     n = len(views)
     markers = render.markers(n, sp, layout.train_all)
     if layout.train_all:
-        segments = [_own_stream(v, sp) for v in views]
-        standalone = {i: (i, len(render.standalone(v, sp, markers[i], layout.embed_at))) for i, v in enumerate(views)}
+        streams = views if layout.train_all_views == "all" else views[:1]
+        segments = [_own_stream(v, sp) for v in streams]
+        standalone = {i: (i, len(render.standalone(v, sp, markers[i], layout.embed_at))) for i, v in enumerate(streams)}
     else:
-        segments = [_stream(views, sp, prompt)]
+        segments = [_stream(views, sp, prompt, layout.label_prompt)]
         standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
     if not with_jepa or n < 2:
         return Unit(segments)

@@ -32,7 +32,7 @@ TOKENIZER_SAMPLE = 200_000  # records read to train a tokenizer when the run nam
 def packing_signature(cfg) -> dict:
     """Everything that changes the rows: shards are usable only by runs with the same signature."""
     return {"seq_len": cfg.data.seq_len, **dataclasses.asdict(LayoutConfig.from_run(cfg)),
-            "use_jepa": cfg.jepa.lam > 0, "jepa_dropout": cfg.jepa.dropout,
+            "use_jepa": cfg.jepa.lam > 0, "jepa_dropout": cfg.jepa.example_dropout,
             "system_prompt": bool(getattr(cfg.data, "system_prompt", False)),
             "extra_view_fields": list(cfg.data.extra_view_fields)}
 
@@ -96,7 +96,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     start, main_cpu = time.perf_counter(), time.process_time()  # reading, tokenizing, packing, writing
     specials, signature = Specials.from_tokenizer(tokenizer), packing_signature(cfg)
     options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
-               "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.dropout,
+               "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.example_dropout,
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
                "seq_len": cfg.data.seq_len}
     report, counts, by_file = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}, {}

@@ -2,6 +2,8 @@
 gathers the output head inside the forward that uses it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -10,19 +12,36 @@ from megajepa.model.attention import build_attention_mask
 from megajepa.model.transformer import Transformer
 from megajepa.objective.losses import jepa_terms, ntp_loss
 from megajepa.objective.regularizers import regularizer, sigreg_directions
+from megajepa.objective.schedules import micro_batch_kept, warmed
 
 
 def regularized(jepa: JepaConfig) -> bool:
     return jepa.regularizer != "none" and jepa.reg_weight > 0
 
 
-def total_loss(jepa: JepaConfig, lm, jepa_term, reg=0.0):
+@dataclass(frozen=True)
+class TermWeights:
+    lam: float  # the JEPA term's weight in force (0 for a micro-batch the paper dropout drops)
+    reg: float  # the regularizer's
+
+
+def term_weights(jepa: JepaConfig, step: int, seed: int = 0, micro_step: int = 0) -> TermWeights:
+    """The weights of (step, micro_step): warmed up (schedules.warmed); under dropout_weighting=paper
+    lambda is 0 for a dropped micro-batch and is not renormalised (expected weight lambda * (1 - dropout))."""
+    lam = warmed(jepa.lam, jepa.lambda_min, jepa.lambda_warmup_steps, step)
+    if jepa.dropout_weighting == "paper" and not micro_batch_kept(jepa.dropout, seed, step, micro_step):
+        lam = 0.0
+    return TermWeights(lam, warmed(jepa.reg_weight, jepa.reg_min, jepa.reg_warmup_steps, step))
+
+
+def total_loss(jepa: JepaConfig, weights: TermWeights, lm, jepa_term, reg=0.0):
     """THE total: gamma * NTP + lambda * JEPA + reg_weight * R, each term a mean (tensors in the step,
-    floats in the logs). A term at weight 0 is left out, so a non-finite value there cannot reach the loss."""
+    floats in the logs), at the weights in force (term_weights). A term at weight 0 is left out, so a
+    non-finite value there cannot reach the loss."""
     total = jepa.gamma * lm
-    if jepa.lam > 0:
-        total = total + jepa.lam * jepa_term
-    return total + jepa.reg_weight * reg if regularized(jepa) else total
+    if weights.lam > 0:
+        total = total + weights.lam * jepa_term
+    return total + weights.reg * reg if regularized(jepa) and weights.reg > 0 else total
 
 
 class HybridObjective(nn.Module):
@@ -42,8 +61,10 @@ class HybridObjective(nn.Module):
         self.reduce = reduce
 
     def forward(self, batch: dict[str, torch.Tensor], ntp_denominator: torch.Tensor,
-                jepa_denominator: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss for one micro-batch, already normalised by the step's global counts.
+                jepa_denominator: torch.Tensor, step: int = 0,
+                micro_step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss for one micro-batch (`micro_step` of the step's accumulation), already normalised by the
+        step's global counts.
 
         Returns (loss, stats) with stats holding detached sums for logging: ntp_sum, jepa_sum, cos_sum,
         the regularizer's value (global over ranks) and the Pred/target embeddings for collapse monitoring."""
@@ -60,7 +81,8 @@ class HybridObjective(nn.Module):
             self.jepa.distance, self.jepa.temperature, self.gather_targets, self.compile_losses)
         reg = self._regularizer(pred, target, batch["pair_mask"], step) if regularized(self.jepa) \
             else torch.zeros((), device=flat.device)
-        loss = total_loss(self.jepa, ntp_sum / ntp_denominator, jepa_sum / jepa_denominator, reg)
+        loss = total_loss(self.jepa, term_weights(self.jepa, step, self.seed, micro_step),
+                          ntp_sum / ntp_denominator, jepa_sum / jepa_denominator, reg)
         stats = {"ntp_sum": ntp_sum.detach(), "jepa_sum": jepa_sum.detach(), "cos_sum": cos_sum,
                  "reg": reg.detach(), "pred": pred.detach(), "target": target.detach()}
         return loss, stats

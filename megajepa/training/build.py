@@ -130,7 +130,7 @@ def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
     if not examples:
         corpus.check_kept(cfg, len(records), report, 0)
     epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
-                          cfg.data.seq_len, cfg.seed, cfg.jepa.dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
+                          cfg.data.seq_len, cfg.seed, cfg.jepa.example_dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
                           report)
     if report.total:
         log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])

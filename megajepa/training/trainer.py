@@ -12,7 +12,7 @@ from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data.packing import IGNORE
 from megajepa.model.flops import batch_train_flops, throughput_scalars
-from megajepa.objective.hybrid import regularized, total_loss
+from megajepa.objective.hybrid import TermWeights, regularized, term_weights, total_loss
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.checkpoint.locate import checkpoint_dir, tag_for
@@ -49,6 +49,7 @@ class Trainer:
         self.last_checkpoint: str | None = None  # named when too many non-finite steps stop the run
         self.data_wait_s = 0.0
         self.last_scalars: dict[str, float] = {}  # the newest logged value of each scalar, for the summary
+        self._interval_weights: list[TermWeights] = []  # the loss weights of each step since the last log
         self.resume_from = b.resume_from
         self._maybe_resume()
 
@@ -97,18 +98,25 @@ class Trainer:
         scale = self.world * self.cfg.train.grad_accum
         ntp_den, jepa_den = counts[0].clamp_min(1) / scale, counts[1].clamp_min(1) / scale
         sums = torch.zeros(4, device=self.device)
-        for batch in batches:
+        for micro_step, batch in enumerate(batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step)
+            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step, micro_step)
             self.engine.backward(poison(loss))  # a non-finite loss gets NaN gradients: the engine skips the update
             self.engine.step()
             sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float(),
                                  stats["reg"].float()])
             self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
+        weights = self.step_weights(self.step)
         self.step += 1
         if self.world > 1:  # every step: losses.jsonl and the non-finite check need the global loss
             dist.all_reduce(sums)
-        return {"sums": sums, "counts": counts}
+        return {"sums": sums, "counts": counts, "weights": weights}
+
+    def step_weights(self, step: int) -> TermWeights:
+        """The loss weights a step trained with, as its logs report them: the mean over its micro-steps
+        (they differ only where the paper dropout drops some micro-batches and keeps others)."""
+        each = [term_weights(self.cfg.jepa, step, self.cfg.seed, m) for m in range(self.cfg.train.grad_accum)]
+        return _mean_weights(each)
 
     def _record_step(self, out: dict) -> bool:
         """One line of losses.jsonl; False when the update was skipped (non-finite loss or gradient)."""
@@ -116,8 +124,10 @@ class Trainer:
         lm = sums[0] / max(counts[0], 1)
         jepa = sums[1] / max(counts[1], 1)
         reg = sums[3] / max(counts[4], 1)  # a micro-batch's R is already global: mean over micro-batch entries
-        terms = {"loss": total_loss(j, lm, jepa, reg), "lm": lm, "jepa": jepa,
-                 **({"reg": reg} if regularized(j) else {}),
+        w = out["weights"]
+        terms = {"loss": total_loss(j, w, lm, jepa, reg), "lm": lm, "jepa": jepa,
+                 **({"reg": reg} if regularized(j) else {}), "lambda": w.lam,
+                 **({"reg_weight": w.reg} if regularized(j) else {}),
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
         skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
         self.step_log.write({"step": self.step, **terms, "lr": self.lr(), "skipped": skipped,
@@ -126,6 +136,8 @@ class Trainer:
             log.warning("step %d: non-finite loss or gradient (%s): update skipped (%d in a row, %d in all)",
                         self.step, terms, self.nonfinite.in_a_row, self.nonfinite.total)
         self.nonfinite.check(self.step, terms, self.last_checkpoint)
+        if not skipped:
+            self._interval_weights.append(w)
         return not skipped
 
     def lr(self) -> float:
@@ -140,9 +152,10 @@ class Trainer:
         jepa = (sums[1] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         cos = (sums[2] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         reg = (sums[3] / counts[4].clamp_min(1)).item()
-        j = self.cfg.jepa
-        scalars = {"loss/total": total_loss(j, lm, jepa, reg), "loss/lm": lm, "loss/jepa": jepa, "loss/reg": reg,
-                   "jepa/cosine": cos, "lr": self.lr(),
+        j, w = self.cfg.jepa, _mean_weights(self._interval_weights)
+        self._interval_weights = []
+        scalars = {"loss/total": total_loss(j, w, lm, jepa, reg), "loss/lm": lm, "loss/jepa": jepa, "loss/reg": reg,
+                   "weight/lambda": w.lam, "weight/reg": w.reg, "jepa/cosine": cos, "lr": self.lr(),
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
                    **throughput_scalars(counts[3].item(), elapsed, self.device, self.world),
@@ -176,7 +189,7 @@ class Trainer:
             while self.step < t.max_steps:
                 out = self.train_step()
                 if self._record_step(out):  # a skipped update's losses stay out of the logged averages
-                    acc = out if acc is None else {k: acc[k] + out[k] for k in out}
+                    acc = out if acc is None else {k: acc[k] + out[k] for k in ("sums", "counts")}
                 if (self.step % t.log_interval == 0 or self.step == t.max_steps) and acc is not None:
                     now = time.perf_counter()
                     self._log(acc, now - last)
@@ -201,3 +214,10 @@ class Trainer:
                 self.stop.ignore_from_now()
             self.logger.close()
             self.step_log.close()
+
+
+def _mean_weights(weights: list[TermWeights]) -> TermWeights:
+    """The mean of some steps' weights; equal weights come back as they are (no rounding of a constant)."""
+    if all(w == weights[0] for w in weights):
+        return weights[0]
+    return TermWeights(sum(w.lam for w in weights) / len(weights), sum(w.reg for w in weights) / len(weights))

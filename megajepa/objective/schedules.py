@@ -1,0 +1,27 @@
+"""Loss-term weights as functions of the training step, shared by the objective and the logs: a linear
+warm-up (the reference's `--lbd_warmup`) and the reference's whole-micro-batch JEPA dropout (`--jepa_ratio`).
+Any weighted term (jepa.lambda, jepa.reg_weight, stp.lambda) takes its value at a step from `warmed`."""
+from __future__ import annotations
+
+import numpy as np
+
+MICRO_BATCH_DROPOUT_STREAM = 0x6A726174  # "jrat": keeps these draws apart from every other use of the run seed
+
+
+def warmed(weight: float, min_value: float, warmup_steps: int, step: int) -> float:
+    """`weight` ramped linearly from `min_value` at step 0 to `weight` at step `warmup_steps`, constant after
+    (warmup_steps 0: `weight` from the start). The reference ramps over the whole run: its
+    global_step / (max_steps - 1) is this with warmup_steps = train.max_steps - 1."""
+    if step >= warmup_steps:
+        return weight
+    return min_value + (weight - min_value) * step / warmup_steps
+
+
+def micro_batch_kept(drop_probability: float, seed: int, step: int, micro_step: int) -> bool:
+    """Whether the whole-micro-batch dropout keeps the JEPA term of (step, micro_step): kept with probability
+    1 - drop_probability, drawn from (run seed, step, micro-step) alone, so every rank and a resumed run
+    draw the same."""
+    if drop_probability <= 0.0:
+        return True
+    rng = np.random.default_rng([seed, MICRO_BATCH_DROPOUT_STREAM, step, micro_step])
+    return bool(rng.random() >= drop_probability)
