@@ -130,6 +130,16 @@ def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
         open_checked(run_config(d, tok, f"data.shards={out}", "data.on_bad_record=error"), Tokenizer.load(tok))
     with pytest.raises(RecordError, match=r"do not match this run \(seq_len: shards 128 vs this run 256\)"):
         open_checked(run_config(d, tok, f"data.shards={out}", "data.seq_len=256"), Tokenizer.load(tok))
+    # shards packed before data.label_prompt existed (no key in the manifest) were packed without it
+    path = os.path.join(out, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    del manifest["packing"]["label_prompt"]
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    open_checked(run_config(d, tok, f"data.shards={out}"), Tokenizer.load(tok))
+    with pytest.raises(RecordError, match=r"label_prompt: shards False vs this run True"):
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.label_prompt=true"), Tokenizer.load(tok))
     other = train_tokenizer(["something else entirely"] * 50, tmp_path / "other.model", 300, seed=0)
     with pytest.raises(RecordError, match="tokenizer sha256"):
         open_checked(run_config(d, tok, f"data.shards={out}"), other)

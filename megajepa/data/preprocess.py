@@ -51,6 +51,8 @@ def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
     from megajepa.data.shards import ShardRows
     manifest = read_manifest(cfg.data.shards)
+    # a layout key newer than the shards did not exist when they were packed: they were packed at its default
+    manifest["packing"] = {**dataclasses.asdict(LayoutConfig()), **manifest["packing"]}
     check_manifest(manifest, cfg.data.shards, tokenizer_fingerprint(tokenizer), packing_signature(cfg))
     skipped = manifest["counts"]["records_skipped"]
     if skipped and cfg.data.on_bad_record == "error":  # the run's policy holds for records skipped earlier too
