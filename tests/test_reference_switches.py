@@ -11,8 +11,8 @@ from helpers import SPECIALS, random_packed_batch, random_views, tiny_model
 
 from megajepa.config import ConfigError, JepaConfig, load_config
 from megajepa.data.packing import IGNORE, LayoutConfig, build_unit
-from megajepa.objective.hybrid import HybridObjective, term_weights
-from megajepa.objective.schedules import warmed
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.objective.schedules import term_weights, warmed
 
 sp = SPECIALS
 

@@ -2,8 +2,6 @@
 gathers the output head inside the forward that uses it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -12,26 +10,11 @@ from megajepa.model.attention import build_attention_mask
 from megajepa.model.transformer import Transformer
 from megajepa.objective.losses import jepa_terms, ntp_loss
 from megajepa.objective.regularizers import regularizer, sigreg_directions
-from megajepa.objective.schedules import micro_batch_kept, warmed
+from megajepa.objective.schedules import TermWeights, term_weights
 
 
 def regularized(jepa: JepaConfig) -> bool:
     return jepa.regularizer != "none" and jepa.reg_weight > 0
-
-
-@dataclass(frozen=True)
-class TermWeights:
-    lam: float  # the JEPA term's weight in force (0 for a micro-batch the paper dropout drops)
-    reg: float  # the regularizer's
-
-
-def term_weights(jepa: JepaConfig, step: int, seed: int = 0, micro_step: int = 0) -> TermWeights:
-    """The weights of (step, micro_step): warmed up (schedules.warmed); under dropout_weighting=paper
-    lambda is 0 for a dropped micro-batch and is not renormalised (expected weight lambda * (1 - dropout))."""
-    lam = warmed(jepa.lam, jepa.lambda_min, jepa.lambda_warmup_steps, step)
-    if jepa.dropout_weighting == "paper" and not micro_batch_kept(jepa.dropout, seed, step, micro_step):
-        lam = 0.0
-    return TermWeights(lam, warmed(jepa.reg_weight, jepa.reg_min, jepa.reg_warmup_steps, step))
 
 
 def total_loss(jepa: JepaConfig, weights: TermWeights, lm, jepa_term, reg=0.0):

@@ -3,7 +3,11 @@ warm-up (the reference's `--lbd_warmup`) and the reference's whole-micro-batch J
 Any weighted term (jepa.lambda, jepa.reg_weight, stp.lambda) takes its value at a step from `warmed`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from megajepa.config import JepaConfig
 
 MICRO_BATCH_DROPOUT_STREAM = 0x6A726174  # "jrat": keeps these draws apart from every other use of the run seed
 
@@ -25,3 +29,19 @@ def micro_batch_kept(drop_probability: float, seed: int, step: int, micro_step: 
         return True
     rng = np.random.default_rng([seed, MICRO_BATCH_DROPOUT_STREAM, step, micro_step])
     return bool(rng.random() >= drop_probability)
+
+
+@dataclass(frozen=True)
+class TermWeights:
+    lam: float  # the JEPA term's weight in force (0 for a micro-batch the paper dropout drops)
+    reg: float  # the regularizer's
+
+
+def term_weights(jepa: JepaConfig, step: int, seed: int = 0, micro_step: int = 0) -> TermWeights:
+    """The weights of (step, micro_step), for the objective and the logs alike: each warmed up; under
+    dropout_weighting=paper lambda is 0 for a dropped micro-batch, not renormalised (expected weight
+    lambda * (1 - dropout))."""
+    lam = warmed(jepa.lam, jepa.lambda_min, jepa.lambda_warmup_steps, step)
+    if jepa.dropout_weighting == "paper" and not micro_batch_kept(jepa.dropout, seed, step, micro_step):
+        lam = 0.0
+    return TermWeights(lam, warmed(jepa.reg_weight, jepa.reg_min, jepa.reg_warmup_steps, step))

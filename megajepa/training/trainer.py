@@ -12,7 +12,8 @@ from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data.packing import IGNORE
 from megajepa.model.flops import batch_train_flops, throughput_scalars
-from megajepa.objective.hybrid import TermWeights, regularized, term_weights, total_loss
+from megajepa.objective.hybrid import regularized, total_loss
+from megajepa.objective.schedules import TermWeights, term_weights
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.checkpoint.locate import checkpoint_dir, tag_for
