@@ -33,6 +33,7 @@ OnBadRecord = Literal["skip", "error"]
 SourceFormat = Literal["jsonl", "json", "parquet"]
 DropoutWeighting = Literal["renormalize", "paper"]  # per example, mean over kept pairs | per micro-batch, no renormalising
 TrainAllViews = Literal["all", "first"]  # train_all: every view an NTP stream | only the first (reference --plain --train_all)
+Role = Literal["user", "assistant", "system"]  # the turn a data.views entry takes from a message list
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,9 @@ class DataConfig:
     sources: list = field(default_factory=list)
     mixture_stop: MixtureStop = "first_exhausted"
     extra_view_fields: list = field(default_factory=list)  # messages records: fields of alternative message lists
+    # JEPA views apart from the NTP stream, per view {field, role} (role: a message-list field's turn), e.g.
+    # [{field: text, role: user}, {field: code, role: assistant}]; empty: the stream's own views pair.
+    views: list = field(default_factory=list)
     shards: str | None = None  # tools/preprocess_data.py output: train from memory-mapped rows, no tokenizing
     seq_len: int = 512  # packed row length
     train_all: bool = False  # pretraining: every view its own NTP stream (labelled everywhere) and its own Enc
@@ -325,6 +329,7 @@ def validate(cfg: RunConfig) -> None:
     if not 0.0 <= d.max_skip_fraction <= 1.0:
         raise ConfigError(f"data.max_skip_fraction must be in [0, 1], got {d.max_skip_fraction}")
     _check_sources(d.sources)
+    _check_views(d.views)
     _check_model(cfg.model)
     _check_eval(cfg.eval, d.sources)
     if d.shards is not None and not os.path.isdir(d.shards):
@@ -414,3 +419,18 @@ def _check_sources(sources: list) -> None:
             raise ConfigError(f"config key '{key}.weight' must be > 0, got {spec['weight']}")
         if spec.get("format") is not None:
             _coerce(spec["format"], SourceFormat, f"{key}.format")
+
+
+def _check_views(views: list) -> None:
+    """data.views: empty, or two or more {field: str, role?: user|assistant|system} entries."""
+    if views and len(views) < 2:
+        raise ConfigError(f"data.views needs at least 2 views for the JEPA term (or none), got {views!r}")
+    for i, spec in enumerate(views):
+        key = f"data.views[{i}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("field"), str) or not spec["field"]:
+            raise ConfigError(f"{key} must be a mapping with a 'field' name, got {spec!r}")
+        unknown = set(spec) - {"field", "role"}
+        if unknown:
+            raise ConfigError(f"unknown config key '{key}.{sorted(unknown)[0]}' (known: field, role)")
+        if spec.get("role") is not None:
+            _coerce(spec["role"], Role, f"{key}.role")

@@ -5,7 +5,7 @@ import json
 
 from megajepa.data.examples import BadRecordReport, RecordError
 from megajepa.data.mixture import mixture
-from megajepa.data.records import BadRecord, record_views
+from megajepa.data.records import BadRecord, example_views, record_views, view_specs
 
 
 def synthetic_split(task: str, n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -41,7 +41,8 @@ def prepare_corpus(cfg, records) -> tuple[BadRecordReport, list[str]]:
     report, texts = BadRecordReport(), []
     for source, record in records:
         try:
-            texts += record_views(record, cfg.data.extra_view_fields)
+            stream, jepa = example_views(record, cfg.data.extra_view_fields, view_specs(cfg.data.views))
+            texts += stream + jepa
         except BadRecord as e:
             if cfg.data.on_bad_record == "error":
                 raise RecordError(f"{source}: {e}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from megajepa.data.records import BadRecord, record_views
+from megajepa.data.records import BadRecord, example_views
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +14,7 @@ class Example:
     views: list[list[int]]  # token ids per view, no specials
     source: str  # "file:line" (or "synthetic:index") for messages about this example
     prompt: list[int] | None = None  # chat system turn rendered before Text (data.system_prompt)
+    jepa_views: list[list[int]] = field(default_factory=list)  # data.views: JEPA views apart from the stream
 
 
 @dataclass
@@ -46,17 +47,17 @@ class RecordError(ValueError):
 
 def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
                      source_name: str = "synthetic", with_prompt: bool = False,
-                     extra_fields: tuple | list = ()) -> list[Example]:
+                     extra_fields: tuple | list = (), view_specs: tuple | list = ()) -> list[Example]:
     """`records`: iterable of (source, record) or plain records (numbered from 1); a one-view record of any
     format is a plain NTP document (docs/data.md). `with_prompt`: keep a messages record's system turn as
-    the example's prompt."""
+    the example's prompt. `view_specs` (data.views, records.ViewSpec): the JEPA views, apart from the stream."""
     out = []
     for i, item in enumerate(records, 1):
         source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
         try:
-            views = record_views(record, extra_fields)  # extra_fields: data.extra_view_fields
-            ids = [tokenizer.encode(v) for v in views]
-            if any(not v for v in ids):
+            views, jepa = example_views(record, extra_fields, view_specs)  # data.extra_view_fields, data.views
+            ids, jepa_ids = [tokenizer.encode(v) for v in views], [tokenizer.encode(v) for v in jepa]
+            if any(not v for v in ids + jepa_ids):
                 raise BadRecord("a view tokenizes to nothing")
         except BadRecord as e:
             if policy == "error":
@@ -64,5 +65,5 @@ def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
             report.add(source, str(e))
             continue
         prompt = system_turn(record) if with_prompt else None
-        out.append(Example(ids, source, tokenizer.encode(prompt) if prompt else None))
+        out.append(Example(ids, source, tokenizer.encode(prompt) if prompt else None, jepa_ids))
     return out

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def make_unit(ex: Example, specials: Specials, layout: LayoutConfig, with_jepa: bool, unit_builder=build_unit) -> Unit:
-    if ex.prompt:  # only chat records carry one; custom builders need not know the keyword
-        return unit_builder(ex.views, specials, layout, with_jepa=with_jepa, prompt=ex.prompt)
-    return unit_builder(ex.views, specials, layout, with_jepa=with_jepa)
+    extra = {"prompt": ex.prompt} if ex.prompt else {}  # only chat records carry these; custom builders
+    extra.update({"jepa_views": ex.jepa_views} if ex.jepa_views else {})  # need not know the keywords
+    return unit_builder(ex.views, specials, layout, with_jepa=with_jepa, **extra)
 
 
 def fits(ex: Example, n_tokens: int, seq_len: int, policy: str, report: BadRecordReport) -> bool:

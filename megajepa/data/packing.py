@@ -118,10 +118,11 @@ def view_pairs(n_views: int, pairs: Pairs = "chain", reverse: bool = False) -> l
 
 
 def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_jepa: bool = True,
-               prompt: list[int] | None = None) -> Unit:
+               prompt: list[int] | None = None, jepa_views: list[list[int]] | None = None) -> Unit:
     """An example's views (Text, Code, ... ; token ids without specials) -> unit. Without JEPA (loss
     dropout, lambda=0) only the NTP stream(s). `prompt`: tokens rendered before Text (chat system turn);
-    train_all ignores it (every view is its own stream)."""
+    train_all ignores it (every view is its own stream). `jepa_views` (data.views): the JEPA term pairs
+    these instead of the stream's views; none of them is a stream prefix, so each gets a copy."""
     n = len(views)
     markers = render.markers(n, sp, layout.train_all)
     if layout.train_all:
@@ -131,6 +132,9 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     else:
         segments = [_stream(views, sp, prompt, layout.label_prompt)]
         standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
+    if jepa_views:
+        views, standalone = jepa_views, {}
+        n, markers = len(views), render.markers(len(views), sp, layout.train_all)
     if not with_jepa or n < 2:
         return Unit(segments)
 

@@ -19,6 +19,7 @@ import time
 from megajepa.data import corpus
 from megajepa.data.examples import BadRecordReport, RecordError
 from megajepa.data.packing import LayoutConfig, Specials
+from megajepa.data.records import view_specs
 from megajepa.data.row_pool import RowPool, chunks
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
 from megajepa.data.tokenizer.hf import load_tokenizer
@@ -34,7 +35,8 @@ def packing_signature(cfg) -> dict:
     return {"seq_len": cfg.data.seq_len, **dataclasses.asdict(LayoutConfig.from_run(cfg)),
             "use_jepa": cfg.jepa.lam > 0, "jepa_dropout": cfg.jepa.example_dropout,
             "system_prompt": bool(getattr(cfg.data, "system_prompt", False)),
-            "extra_view_fields": list(cfg.data.extra_view_fields)}
+            "extra_view_fields": list(cfg.data.extra_view_fields),
+            **({"views": list(cfg.data.views)} if cfg.data.views else {})}  # unset: older shard sets still match
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -98,7 +100,8 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
     start, main_cpu = time.perf_counter(), time.process_time()  # reading, tokenizing, packing, writing
     specials, signature = Specials.from_tokenizer(tokenizer), packing_signature(cfg)
     options = {"policy": cfg.data.on_bad_record, "system_prompt": signature["system_prompt"],
-               "extra_fields": list(cfg.data.extra_view_fields), "seed": cfg.seed, "dropout": cfg.jepa.example_dropout,
+               "extra_fields": list(cfg.data.extra_view_fields), "view_specs": view_specs(cfg.data.views),
+               "seed": cfg.seed, "dropout": cfg.jepa.example_dropout,
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
                "seq_len": cfg.data.seq_len}
     report, counts, by_file = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}, {}

@@ -8,10 +8,26 @@
 A messages record may carry extra list-valued fields (names from `data.extra_view_fields`) holding
 alternative message lists, e.g. {"messages": [...], "paraphrases": [[{user...}], [{user...}]]}: the first
 user turn of each alternative becomes one more view, after Text and Code, so views[:2] stay (Text, Code).
+
+`data.views` names the JEPA views apart from the NTP stream, per view a field and a role, e.g. the paper's
+HellaSwag files: NTP on `messages`, JEPA between [{field: text, role: user}, {field: code, role: assistant}]
+(a field holding a message list takes that role's first turn; a string field is taken whole).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One JEPA view of `data.views`: record field, and for a message-list field the role whose turn it takes."""
+    field: str
+    role: str | None = None
+
+
+def view_specs(entries: list) -> tuple[ViewSpec, ...]:
+    """`data.views` entries ({field, role?}, checked by config.validate) as ViewSpecs."""
+    return tuple(ViewSpec(e["field"], e.get("role")) for e in entries)
 
 
 class BadRecord(ValueError):
@@ -49,6 +65,35 @@ def record_views(record, extra_fields: tuple | list = ()) -> list[str]:
         if not view.strip():
             raise BadRecord(f"view {i} is empty")
     return views
+
+
+def spec_views(record, specs: tuple | list) -> list[str]:
+    """The JEPA views `data.views` names (ViewSpec each), in order."""
+    views = []
+    for spec in specs:
+        value = record.get(spec.field) if isinstance(record, dict) else None
+        if isinstance(value, str) and spec.role is None:
+            views.append(value)
+        elif isinstance(value, str):
+            raise BadRecord(f"field '{spec.field}' is a string: data.views gives it role {spec.role!r} (leave role unset)")
+        elif value is None:
+            raise BadRecord(f"field '{spec.field}' (data.views) is missing")
+        elif spec.role is None:
+            raise BadRecord(f"field '{spec.field}' is a message list: data.views needs a role for it")
+        else:
+            by_role = _turns(value, spec.field)
+            if spec.role not in by_role:
+                raise BadRecord(f"field '{spec.field}' has no {spec.role} turn (data.views)")
+            views.append(by_role[spec.role])
+    for spec, view in zip(specs, views):
+        if not view.strip():
+            raise BadRecord(f"field '{spec.field}' (data.views) is empty")
+    return views
+
+
+def example_views(record, extra_fields: tuple | list = (), specs: tuple | list = ()) -> tuple[list[str], list[str]]:
+    """(NTP stream views, JEPA views named by data.views: [] when it is unset, the stream's views pair)."""
+    return record_views(record, extra_fields), spec_views(record, specs) if specs else []
 
 
 def _turns(messages, name: str) -> dict[str, str]:

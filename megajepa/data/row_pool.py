@@ -29,7 +29,8 @@ def _init_worker(tokenizer_path: str, options: dict) -> None:
 def chunk_units(index: int, chunk: list, tokenizer, o: dict, report: BadRecordReport) -> list:
     """The packing units of one chunk of (source, record) pairs, in order."""
     examples = tokenize_records(chunk, tokenizer, o["policy"], report,
-                                with_prompt=o["system_prompt"], extra_fields=o["extra_fields"])
+                                with_prompt=o["system_prompt"], extra_fields=o["extra_fields"],
+                                view_specs=o["view_specs"])
     keep = np.random.default_rng([o["seed"], DROPOUT_STREAM, index]).random(len(examples)) >= o["dropout"]
     units = []
     for ex, with_jepa in zip(examples, keep):

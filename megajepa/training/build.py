@@ -17,6 +17,7 @@ from megajepa import distributed
 from megajepa.config import ConfigError, RunConfig
 from megajepa.data import corpus, preprocess
 from megajepa.data.examples import BadRecordReport, tokenize_records
+from megajepa.data.records import view_specs
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.tokenizer.hf import load_tokenizer
@@ -126,7 +127,8 @@ def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
     report = BadRecordReport()
     # One view is a plain NTP document (any record format); two or more also get the JEPA term.
     examples = tokenize_records(records, tokenizer, cfg.data.on_bad_record, report,
-                                with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
+                                with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields,
+                                view_specs=view_specs(cfg.data.views))
     if not examples:
         corpus.check_kept(cfg, len(records), report, 0)
     epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
