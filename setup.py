@@ -24,6 +24,15 @@ setup(
         # mpirun launches without a site MPI; a cluster keeps its own (install mpi4py against it instead)
         "mpi": ["mpi4py>=4.0", "mpich>=4.0; platform_system == 'Linux'"],
     },
-    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit",
-                                     "megajepa-report=megajepa.training.logs.report:main"]},
+    entry_points={"console_scripts": [
+        "megajepa-train=megajepa.train:run_and_exit",  # exits without finalization (distributed.exit_process)
+        "megajepa-convert-to-hf=megajepa.cli.convert_to_hf:main",
+        "megajepa-convert-from-hf=megajepa.cli.convert_from_hf:run_and_exit",
+        "megajepa-preprocess=megajepa.cli.preprocess:main",
+        "megajepa-evaluate=megajepa.cli.evaluate:main",
+        "megajepa-generate-data=megajepa.cli.generate_data:main",
+        "megajepa-train-tokenizer=megajepa.cli.train_tokenizer:main",
+        "megajepa-analyze=megajepa.cli.analyze:main",
+        "megajepa-report=megajepa.training.logs.report:main",
+    ]},
 )

@@ -31,18 +31,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.data.collate import collate  # noqa: E402
-from megajepa.data.examples import BadRecordReport, tokenize_records  # noqa: E402
-from megajepa.data.loader import PackedEpochs  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs  # noqa: E402
-from megajepa.data.synthetic import task_module  # noqa: E402
-from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
-from megajepa.model.transformer import Transformer, describe, resolve_model_config  # noqa: E402
-from megajepa.objective.hybrid import HybridObjective  # noqa: E402
-from megajepa.objective.losses import ntp_loss  # noqa: E402
+from megajepa.config import JepaConfig, ModelConfig
+from megajepa.data.collate import collate
+from megajepa.data.examples import BadRecordReport, tokenize_records
+from megajepa.data.loader import PackedEpochs
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs
+from megajepa.data.synthetic import task_module
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+from megajepa.model.transformer import Transformer, describe, resolve_model_config
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.objective.losses import ntp_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_FILE = os.path.join(REPO, "..", "shared", "datasets", "llm-jepa", "synth_train.jsonl")

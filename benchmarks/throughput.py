@@ -30,18 +30,17 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.data.collate import collate  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place  # noqa: E402
-from megajepa.interop.adapter import to_hf_config, to_hf_state_dict  # noqa: E402
-from megajepa.model.attention import dense_mask  # noqa: E402
-from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402
-from megajepa.objective.hybrid import HybridObjective  # noqa: E402
+from megajepa.config import JepaConfig, ModelConfig
+from megajepa.data.collate import collate
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place
+from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Transformer, resolve_model_config
+from megajepa.objective.hybrid import HybridObjective
 
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
 VARIANTS = ("ours", "ours_compiled", "hf")
