@@ -114,8 +114,8 @@ def rows_per_epoch(args, train_file: str, tokenizer_path: str) -> dict[str, int]
     from megajepa.data.examples import BadRecordReport, tokenize_records
     from megajepa.data.loader import PackedEpochs
     from megajepa.data.packing import LayoutConfig, Specials
-    from megajepa.data.tokenizer.sentencepiece import Tokenizer
-    tok = Tokenizer.load(tokenizer_path)
+    from megajepa.data.tokenizer import load_tokenizer
+    tok = load_tokenizer(tokenizer_path)
     examples = tokenize_records(train_records(train_file), tok, "skip", BadRecordReport())
     out = {}
     for name, use_jepa in (("ntp", False), ("jepa", True)):

@@ -12,7 +12,8 @@ from interop_fixtures import TINY_RUN, hf_model, hf_tokenizer, run, save_hf
 
 from megajepa.config import ModelConfig, load_config
 from megajepa.data.tokenizer.hf import HFTokenizer
-from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP, Tokenizer
+from megajepa.data.tokenizer import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP
 from megajepa.model.attention import dense_mask
 from megajepa.model.transformer import Transformer
 
@@ -65,7 +66,7 @@ def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained)
     with torch.no_grad():
         assert (ours_logits(ours, ids) - hf(ids).logits).abs().max().item() < 1e-4
 
-    sp = Tokenizer.load(client["tokenizer"])
+    sp = load_tokenizer(client["tokenizer"])
     _, test = synthetic_split("regex", 20, 4, 7)
     views = [record_views(r) for r in test]
     prompts = [[sp.bos_id] + sp.encode(v[0]) + [sp.sep_id] for v in views]

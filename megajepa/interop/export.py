@@ -16,7 +16,8 @@ import torch
 
 from megajepa.config import ModelConfig
 from megajepa.data import layout
-from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer, load_tokenizer
+from megajepa.data.tokenizer import export_tokenizer, load_tokenizer
+from megajepa.data.tokenizer.hf import HFTokenizer
 from megajepa.interop.adapter import architecture_for, to_hf_config, to_hf_state_dict
 from megajepa.interop.hf_files import parse_size, write_safetensors
 from megajepa.training.checkpoint.locate import CheckpointError, open_checkpoint
