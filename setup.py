@@ -18,7 +18,8 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval>=0.4.13,<0.5"],
+        # lm-eval's [hf] extra: accelerate (and peft), which `lm_eval --model hf` imports (tests/test_lm_eval_tasks.py)
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval[hf]>=0.4.13,<0.5"],
         "wandb": ["wandb>=0.31"],
         "plots": ["matplotlib>=3.8"],  # the run report, tools/analyze_embeddings.py, benchmarks/reproduce_nlrx.py
         # mpirun launches without a site MPI; a cluster keeps its own (install mpi4py against it instead)

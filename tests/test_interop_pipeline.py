@@ -171,7 +171,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path, capsys
     shutil.copytree(os.path.join(run_dir, "checkpoints", "step_00000004"), os.path.join(broken, "step_00000004"))
     os.remove(os.path.join(broken, "step_00000004", "zero_pp_rank_1_mp_rank_00_optim_states.pt"))
     code, err = _convert(["--checkpoint", os.path.join(broken, "step_00000004"), "--output", out], capsys)
-    assert code == 2 and "written by 2 ranks but shard(s) zero_pp_rank_1_mp_rank_00_optim_states.pt are missing" \
+    assert code == 2 and "written by 2 ranks but the optimizer shard(s) of rank(s) 1 are missing" \
         in err and not os.path.exists(out)
 
     os.remove(os.path.join(broken, "step_00000004", "COMPLETE"))  # an interrupted write
