@@ -22,6 +22,7 @@ present, else the embedded synthetic regex generator; the output says which.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -282,7 +283,7 @@ def main(argv=None) -> int:
 
     ntp, hyb = runs["ntp_packed"], runs["hybrid_packed"]
     out = {"data": data_note, "examples": n, "reference_examples": n_ref, "repeats": args.repeats, "packed_repeats": args.packed_repeats, "torch_threads": torch.get_num_threads(),
-           "load_average_before_after": [load_before[0], os.getloadavg()[0]], "model": model_cfg.__dict__ | {"preset": model_cfg.preset},
+           "load_average_before_after": [load_before[0], os.getloadavg()[0]], "model": dataclasses.asdict(model_cfg) | {"preset": args.preset},
            "predictors": args.predictors, "seq_len": args.seq_len, "max_length": args.max_length,
            "token_ratio": hyb["tokens"] / ntp["tokens"], "time_ratio": hyb["seconds"] / ntp["seconds"],
            "real_token_ratio": hyb["real_tokens"] / ntp["real_tokens"],

@@ -38,6 +38,7 @@ from megajepa.config import JepaConfig, ModelConfig
 from megajepa.data.collate import collate
 from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place
 from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.attention import dense_mask
 from megajepa.model.transformer import Transformer, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
@@ -66,7 +67,7 @@ def hf_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "attention_mask": dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])}
 
 
-def build(variant: str, cfg: ModelConfig, weights: dict | None = None, dtype: str = "fp32"):
+def build(variant: str, cfg: ModelArchitecture, weights: dict | None = None, dtype: str = "fp32"):
     """(module, step function) for one variant; `weights` (ours' state dict) makes HF identical."""
     import transformers
     torch.manual_seed(0)
@@ -110,7 +111,7 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def memory_worker(variant: str, cfg: ModelConfig, args, out: str) -> None:
+def memory_worker(variant: str, cfg: ModelArchitecture, args, out: str) -> None:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)
@@ -151,7 +152,7 @@ def timed(variant_step, batch, inputs, device) -> tuple[float, float]:
     return time.perf_counter() - t0, float(loss)
 
 
-def bench_preset(preset: str, cfg: ModelConfig, args, tmp: str, dtype: str) -> dict:
+def bench_preset(preset: str, cfg: ModelArchitecture, args, tmp: str, dtype: str) -> dict:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)

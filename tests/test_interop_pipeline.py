@@ -10,10 +10,11 @@ import torch
 import transformers
 from interop_fixtures import TINY_RUN, hf_model, hf_tokenizer, run, save_hf
 
-from megajepa.config import ModelConfig, load_config
-from megajepa.data.tokenizer.hf import HFTokenizer
+from megajepa.config import load_config
 from megajepa.data.tokenizer import load_tokenizer
+from megajepa.data.tokenizer.hf import HFTokenizer
 from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.attention import dense_mask
 from megajepa.model.transformer import Transformer
 
@@ -26,7 +27,7 @@ def consolidated_model(run_dir: str) -> tuple[Transformer, dict]:
     state = get_fp32_state_dict_from_zero_checkpoint(os.path.join(run_dir, "checkpoints"))
     client = torch.load(glob.glob(os.path.join(run_dir, "checkpoints", "step_*", "*model_states.pt"))[-1],
                         weights_only=False, map_location="cpu")
-    model = Transformer(ModelConfig(**client["model_config"])).eval()
+    model = Transformer(ModelArchitecture.from_saved(client["model_config"], run_dir)).eval()
     model.load_state_dict({k[len("model."):]: v for k, v in state.items()}, strict=True)
     return model, client
 

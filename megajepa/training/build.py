@@ -24,6 +24,7 @@ from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, corpus_fingerprint
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.transformer import describe, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.objective.losses import gather_across_ranks
@@ -44,7 +45,7 @@ class Built:
     device: torch.device
     tokenizer: object  # data.tokenizer: sentencepiece or HF
     loader: DistributedRowLoader
-    model_cfg: object  # the resolved architecture
+    model_cfg: ModelArchitecture  # the resolved architecture (what checkpoints store)
     objective: HybridObjective
     engine: object  # deepspeed.DeepSpeedEngine wrapping the objective
     evaluator: PeriodicEval | None

@@ -10,7 +10,6 @@ state) and `checkpoints/latest`; a tag counts only once the writer has put its C
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os
@@ -145,16 +144,13 @@ class SavedCheckpoint:
         return os.path.join(self.root, self.tag)
 
     def model_config(self):
-        """The architecture it was trained with. Strict: a field this megajepa does not know (a newer
-        checkpoint) is an error, never dropped, so the model built is the model trained."""
-        from megajepa.config import ModelConfig
+        """The ModelArchitecture it was trained with (strictly read: model/architecture.py)."""
+        from megajepa.model.architecture import ModelArchitecture
 
-        saved = dict(self.state["model_config"])
-        unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(ModelConfig)})
-        if unknown:
-            raise CheckpointError(f"{self.file}: model_config has field(s) {unknown} that this megajepa's "
-                                  "ModelConfig does not know (written by a newer version?)")
-        return ModelConfig(**saved)
+        try:
+            return ModelArchitecture.from_saved(dict(self.state["model_config"]), self.file)
+        except (TypeError, ValueError) as e:  # TypeError: a size missing
+            raise CheckpointError(str(e)) from None
 
     def run_config(self) -> dict | None:
         """The training run's config as it was saved (None when the writer stored none)."""
