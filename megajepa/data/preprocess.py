@@ -9,7 +9,6 @@ them per epoch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
