@@ -18,12 +18,22 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval>=0.4.13,<0.5"],
+        # lm-eval's [hf] extra: accelerate (and peft), which `lm_eval --model hf` imports (tests/test_lm_eval_tasks.py)
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval[hf]>=0.4.13,<0.5"],
         "wandb": ["wandb>=0.31"],
         "plots": ["matplotlib>=3.8"],  # the run report, tools/analyze_embeddings.py, benchmarks/reproduce_nlrx.py
         # mpirun launches without a site MPI; a cluster keeps its own (install mpi4py against it instead)
         "mpi": ["mpi4py>=4.0", "mpich>=4.0; platform_system == 'Linux'"],
     },
-    entry_points={"console_scripts": ["megajepa-train=megajepa.train:run_and_exit",
-                                     "megajepa-report=megajepa.training.logs.report:main"]},
+    entry_points={"console_scripts": [
+        "megajepa-train=megajepa.train:run_and_exit",  # exits without finalization (distributed.exit_process)
+        "megajepa-convert-to-hf=megajepa.cli.convert_to_hf:main",
+        "megajepa-convert-from-hf=megajepa.cli.convert_from_hf:run_and_exit",
+        "megajepa-preprocess=megajepa.cli.preprocess:main",
+        "megajepa-evaluate=megajepa.cli.evaluate:main",
+        "megajepa-generate-data=megajepa.cli.generate_data:main",
+        "megajepa-train-tokenizer=megajepa.cli.train_tokenizer:main",
+        "megajepa-analyze=megajepa.cli.analyze:main",
+        "megajepa-report=megajepa.training.logs.report:main",
+    ]},
 )

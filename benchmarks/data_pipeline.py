@@ -22,7 +22,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 PRESETS = {  # preset -> run overrides (a short seq_len for 125m keeps CPU steps to seconds)
     "tiny": ["model.preset=tiny", "data.seq_len=512", "train.micro_batch_size=4"],

@@ -22,6 +22,7 @@ present, else the embedded synthetic regex generator; the output says which.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -31,18 +32,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.data.collate import collate  # noqa: E402
-from megajepa.data.examples import BadRecordReport, tokenize_records  # noqa: E402
-from megajepa.data.loader import PackedEpochs  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs  # noqa: E402
-from megajepa.data.synthetic import task_module  # noqa: E402
-from megajepa.data.tokenizer.sentencepiece import train_tokenizer  # noqa: E402
-from megajepa.model.transformer import Transformer, describe, resolve_model_config  # noqa: E402
-from megajepa.objective.hybrid import HybridObjective  # noqa: E402
-from megajepa.objective.losses import ntp_loss  # noqa: E402
+from megajepa.config import JepaConfig, ModelConfig
+from megajepa.data.collate import collate
+from megajepa.data.examples import BadRecordReport, tokenize_records
+from megajepa.data.loader import PackedEpochs
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs
+from megajepa.data.synthetic import task_module
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+from megajepa.model.transformer import Transformer, describe, resolve_model_config
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.objective.losses import ntp_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_FILE = os.path.join(REPO, "..", "shared", "datasets", "llm-jepa", "synth_train.jsonl")
@@ -284,7 +283,7 @@ def main(argv=None) -> int:
 
     ntp, hyb = runs["ntp_packed"], runs["hybrid_packed"]
     out = {"data": data_note, "examples": n, "reference_examples": n_ref, "repeats": args.repeats, "packed_repeats": args.packed_repeats, "torch_threads": torch.get_num_threads(),
-           "load_average_before_after": [load_before[0], os.getloadavg()[0]], "model": model_cfg.__dict__ | {"preset": model_cfg.preset},
+           "load_average_before_after": [load_before[0], os.getloadavg()[0]], "model": dataclasses.asdict(model_cfg) | {"preset": args.preset},
            "predictors": args.predictors, "seq_len": args.seq_len, "max_length": args.max_length,
            "token_ratio": hyb["tokens"] / ntp["tokens"], "time_ratio": hyb["seconds"] / ntp["seconds"],
            "real_token_ratio": hyb["real_tokens"] / ntp["real_tokens"],

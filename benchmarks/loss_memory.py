@@ -28,8 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from megajepa.objective.losses import chunk_options  # noqa: E402
+from megajepa.objective.losses import chunk_options
 
 VARIANTS = ("fused", "materialised")
 

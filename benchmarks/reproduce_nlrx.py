@@ -30,7 +30,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
 METRICS = ("exact", "prefix", "regex")
 DEFAULT_EVAL_EXAMPLES = 200
@@ -115,8 +114,8 @@ def rows_per_epoch(args, train_file: str, tokenizer_path: str) -> dict[str, int]
     from megajepa.data.examples import BadRecordReport, tokenize_records
     from megajepa.data.loader import PackedEpochs
     from megajepa.data.packing import LayoutConfig, Specials
-    from megajepa.data.tokenizer.sentencepiece import Tokenizer
-    tok = Tokenizer.load(tokenizer_path)
+    from megajepa.data.tokenizer import load_tokenizer
+    tok = load_tokenizer(tokenizer_path)
     examples = tokenize_records(train_records(train_file), tok, "skip", BadRecordReport())
     out = {}
     for name, use_jepa in (("ntp", False), ("jepa", True)):
@@ -171,8 +170,7 @@ def evaluate(args, run: str, test_file: str) -> None:
         if code:
             raise RuntimeError(f"evaluation of {run} failed")
     if not os.path.isfile(os.path.join(run, "analysis", "analysis.json")):
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        from analyze_embeddings import main as analyze
+        from megajepa.cli.analyze import main as analyze
         if analyze(["--model", run, "--input", test_file, "--out", os.path.join(run, "analysis"),
                     "--max-examples", str(args.analysis_examples), "--predictors", "1"]):
             raise RuntimeError(f"embedding analysis of {run} failed")

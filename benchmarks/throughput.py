@@ -30,18 +30,18 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from megajepa.config import JepaConfig, ModelConfig  # noqa: E402
-from megajepa.data.collate import collate  # noqa: E402
-from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place  # noqa: E402
-from megajepa.interop.adapter import to_hf_config, to_hf_state_dict  # noqa: E402
-from megajepa.model.attention import dense_mask  # noqa: E402
-from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402
-from megajepa.objective.hybrid import HybridObjective  # noqa: E402
+from megajepa.config import JepaConfig, ModelConfig
+from megajepa.data.collate import collate
+from megajepa.data.packing import IGNORE, LayoutConfig, Specials, build_unit, place
+from megajepa.interop.adapter import to_hf_config, to_hf_state_dict
+from megajepa.model.architecture import ModelArchitecture
+from megajepa.model.attention import dense_mask
+from megajepa.model.transformer import Transformer, resolve_model_config
+from megajepa.objective.hybrid import HybridObjective
 
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
 VARIANTS = ("ours", "ours_compiled", "hf")
@@ -67,7 +67,7 @@ def hf_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "attention_mask": dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])}
 
 
-def build(variant: str, cfg: ModelConfig, weights: dict | None = None, dtype: str = "fp32"):
+def build(variant: str, cfg: ModelArchitecture, weights: dict | None = None, dtype: str = "fp32"):
     """(module, step function) for one variant; `weights` (ours' state dict) makes HF identical."""
     import transformers
     torch.manual_seed(0)
@@ -111,7 +111,7 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def memory_worker(variant: str, cfg: ModelConfig, args, out: str) -> None:
+def memory_worker(variant: str, cfg: ModelArchitecture, args, out: str) -> None:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)
@@ -152,7 +152,7 @@ def timed(variant_step, batch, inputs, device) -> tuple[float, float]:
     return time.perf_counter() - t0, float(loss)
 
 
-def bench_preset(preset: str, cfg: ModelConfig, args, tmp: str, dtype: str) -> dict:
+def bench_preset(preset: str, cfg: ModelArchitecture, args, tmp: str, dtype: str) -> dict:
     device = torch.device(args.device)
     batch = {k: v.to(device) for k, v in packed_batch(cfg.vocab_size, args.rows, args.seq_len).items()}
     inputs = hf_inputs(batch)

@@ -14,10 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 from deepspeed.runtime.zero.stage3 import (

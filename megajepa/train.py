@@ -19,10 +19,7 @@ from typing import NoReturn
 # DeepSpeed 0.19 calls torch collectives that torch 2.13 deprecates, once per step.
 warnings.filterwarnings("ignore", message=".*(reduce_scatter_tensor|all_gather_into_tensor).*", category=FutureWarning)
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from megajepa.config import ConfigError, load_config  # noqa: E402
+from megajepa.config import ConfigError, load_config  # run as a script too: the package is installed (pip install -e .)
 
 
 def parse_args(argv=None):

@@ -1,9 +1,4 @@
-import os
-import sys
-
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "cluster"))
 
 
 def pytest_configure(config):
@@ -14,7 +9,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """One-node Slurm on 127.0.0.1 for the session (apt-installs it as root when missing)."""
-    from slurm_cluster import ClusterUnavailable, SlurmCluster
+    from cluster.slurm_cluster import ClusterUnavailable, SlurmCluster
 
     try:
         cluster = SlurmCluster(str(tmp_path_factory.mktemp("slurm"))).start()

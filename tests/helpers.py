@@ -6,6 +6,7 @@ import os
 import torch
 
 from megajepa.config import ModelConfig
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.data.packing import Specials
 from megajepa.model.transformer import Transformer, resolve_model_config
 
@@ -24,7 +25,7 @@ def fake_tag(root: str, step: int, complete: bool = True) -> str:
     return tag
 
 
-def tiny_config(**overrides) -> ModelConfig:
+def tiny_config(**overrides) -> ModelArchitecture:
     fields = dict(preset="tiny", vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
     fields.update(overrides)
     return resolve_model_config(ModelConfig(**fields))

@@ -5,18 +5,15 @@ import json
 import logging
 import os
 import stat
-import sys
 
 import pytest
 
+from megajepa.cli import preprocess as preprocess_data
 from megajepa.config import load_config
 from megajepa.data.examples import RecordError
 from megajepa.data.sources import read_jsonl
 from megajepa.training.build import build_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import preprocess_data
 
 
 def msg(role, content):

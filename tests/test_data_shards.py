@@ -19,8 +19,8 @@ from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM
 from megajepa.data.shards import ShardRows
-from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import Tokenizer, train_tokenizer
+from megajepa.data.tokenizer import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CHUNK = 128  # several chunks from a small corpus
@@ -125,11 +125,11 @@ def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
     d, tok = corpus_dir
     out = str(tmp_path / "shards")
     preprocess(run_config(d, tok), out, workers=1, progress=False)
-    open_checked(run_config(d, tok, f"data.shards={out}"), Tokenizer.load(tok))  # the same config opens
+    open_checked(run_config(d, tok, f"data.shards={out}"), load_tokenizer(tok))  # the same config opens
     with pytest.raises(RecordError, match=r"were written skipping \d+ bad record\(s\); first: .*pairs.jsonl:9: bad JSON"):
-        open_checked(run_config(d, tok, f"data.shards={out}", "data.on_bad_record=error"), Tokenizer.load(tok))
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.on_bad_record=error"), load_tokenizer(tok))
     with pytest.raises(RecordError, match=r"do not match this run \(seq_len: shards 128 vs this run 256\)"):
-        open_checked(run_config(d, tok, f"data.shards={out}", "data.seq_len=256"), Tokenizer.load(tok))
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.seq_len=256"), load_tokenizer(tok))
     # shards packed before data.label_prompt existed (no key in the manifest) were packed without it
     path = os.path.join(out, "manifest.json")
     with open(path) as f:
@@ -137,9 +137,9 @@ def test_mismatched_manifest_is_refused(corpus_dir, tmp_path):
     del manifest["packing"]["label_prompt"]
     with open(path, "w") as f:
         json.dump(manifest, f)
-    open_checked(run_config(d, tok, f"data.shards={out}"), Tokenizer.load(tok))
+    open_checked(run_config(d, tok, f"data.shards={out}"), load_tokenizer(tok))
     with pytest.raises(RecordError, match=r"label_prompt: shards False vs this run True"):
-        open_checked(run_config(d, tok, f"data.shards={out}", "data.label_prompt=true"), Tokenizer.load(tok))
+        open_checked(run_config(d, tok, f"data.shards={out}", "data.label_prompt=true"), load_tokenizer(tok))
     other = train_tokenizer(["something else entirely"] * 50, tmp_path / "other.model", 300, seed=0)
     with pytest.raises(RecordError, match="tokenizer sha256"):
         open_checked(run_config(d, tok, f"data.shards={out}"), other)

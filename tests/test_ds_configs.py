@@ -65,8 +65,6 @@ def test_converts_to_hf(ds_run, tmp_path):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     name, root = ds_run
-    if name == "zero3_bf16.json":
-        pytest.xfail("known gap: the converter's shard locator does not know bf16_zero_pp_rank_* optimizer files")
     ckpt = root / "full" / "checkpoints"
     hf = tmp_path / "hf"
     rc, log = rh.run([rh.sys.executable, os.path.join(rh.REPO, "tools", "convert_to_hf.py"), "--checkpoint",

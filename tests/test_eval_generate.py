@@ -125,8 +125,7 @@ def test_moved_run_dir_finds_its_tokenizer(trained):
 
 
 def test_analyze_embeddings_cli_writes_json_and_plots(trained, capsys):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from analyze_embeddings import main as analyze_main
+    from megajepa.cli.analyze import main as analyze_main
     tmp, run, small_test, _ = trained
     _, records = synthetic_split("regex", 300, 90, 7)
     data = tmp / "analysis_input.jsonl"

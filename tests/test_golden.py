@@ -58,7 +58,6 @@ def _run(args: list[str], ranks: int) -> None:
 
 def _tiny_hf_checkpoint(path: Path) -> str:
     """A Llama checkpoint made here (from_config + save_pretrained), with a BPE tokenizer of its own."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from interop_fixtures import hf_model, hf_tokenizer, save_hf
 
     tokenizer = hf_tokenizer()

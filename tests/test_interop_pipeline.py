@@ -10,9 +10,11 @@ import torch
 import transformers
 from interop_fixtures import TINY_RUN, hf_model, hf_tokenizer, run, save_hf
 
-from megajepa.config import ModelConfig, load_config
+from megajepa.config import load_config
+from megajepa.data.tokenizer import load_tokenizer
 from megajepa.data.tokenizer.hf import HFTokenizer
-from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP, Tokenizer
+from megajepa.data.tokenizer.sentencepiece import PREDICTORS, SEP
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.attention import dense_mask
 from megajepa.model.transformer import Transformer
 
@@ -25,7 +27,7 @@ def consolidated_model(run_dir: str) -> tuple[Transformer, dict]:
     state = get_fp32_state_dict_from_zero_checkpoint(os.path.join(run_dir, "checkpoints"))
     client = torch.load(glob.glob(os.path.join(run_dir, "checkpoints", "step_*", "*model_states.pt"))[-1],
                         weights_only=False, map_location="cpu")
-    model = Transformer(ModelConfig(**client["model_config"])).eval()
+    model = Transformer(ModelArchitecture.from_saved(client["model_config"], run_dir)).eval()
     model.load_state_dict({k[len("model."):]: v for k, v in state.items()}, strict=True)
     return model, client
 
@@ -65,7 +67,7 @@ def test_pretrained_run_loads_in_transformers_and_generates_the_same(pretrained)
     with torch.no_grad():
         assert (ours_logits(ours, ids) - hf(ids).logits).abs().max().item() < 1e-4
 
-    sp = Tokenizer.load(client["tokenizer"])
+    sp = load_tokenizer(client["tokenizer"])
     _, test = synthetic_split("regex", 20, 4, 7)
     views = [record_views(r) for r in test]
     prompts = [[sp.bos_id] + sp.encode(v[0]) + [sp.sep_id] for v in views]
@@ -170,7 +172,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(pretrained, tmp_path, capsys
     shutil.copytree(os.path.join(run_dir, "checkpoints", "step_00000004"), os.path.join(broken, "step_00000004"))
     os.remove(os.path.join(broken, "step_00000004", "zero_pp_rank_1_mp_rank_00_optim_states.pt"))
     code, err = _convert(["--checkpoint", os.path.join(broken, "step_00000004"), "--output", out], capsys)
-    assert code == 2 and "written by 2 ranks but shard(s) zero_pp_rank_1_mp_rank_00_optim_states.pt are missing" \
+    assert code == 2 and "written by 2 ranks but the optimizer shard(s) of rank(s) 1 are missing" \
         in err and not os.path.exists(out)
 
     os.remove(os.path.join(broken, "step_00000004", "COMPLETE"))  # an interrupted write

@@ -13,6 +13,7 @@ FORBIDDEN = {
     "objective": ("training", "interop", "eval"),
 }
 EVAL_MAY_REACH = "megajepa.training.checkpoint.locate"  # eval finds checkpoints, never the loop or the writer
+TOP = "cli"  # the command-line programs sit above everything; nothing in the package imports them
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -50,6 +51,8 @@ def violations(own: str, imports: list[tuple[int, str]]) -> list[str]:
         target = name.split(".")[1]
         if target in FORBIDDEN.get(own, ()):
             bad.append(f"line {line}: {own} imports {name}")
+        if target == TOP and own != TOP:
+            bad.append(f"line {line}: {own} imports {name} (nothing imports the command-line programs)")
         if own == "eval" and target == "training" and not name.startswith(EVAL_MAY_REACH):
             bad.append(f"line {line}: eval imports {name} (it reaches training only through {EVAL_MAY_REACH})")
     return bad
@@ -70,3 +73,5 @@ def test_the_checker_reports_a_violation(tmp_path):
     assert violations("model", [(4, "megajepa.training.trainer.Trainer")])
     assert violations("eval", [(1, "megajepa.training.checkpoint.store.save")])
     assert not violations("eval", [(1, "megajepa.training.checkpoint.locate.find_checkpoint")])
+    assert violations("training", [(1, "megajepa.cli.evaluate.main")])
+    assert not violations("cli", [(1, "megajepa.training.trainer.train")])

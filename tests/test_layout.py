@@ -6,7 +6,8 @@ from transformers import AutoTokenizer
 
 from megajepa.data import layout
 from megajepa.data.packing import LayoutConfig, Specials, build_unit
-from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer
+from megajepa.data.tokenizer import export_tokenizer
+from megajepa.data.tokenizer.hf import HFTokenizer
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 from megajepa.eval.embeddings import view_sequences
 from megajepa.eval.generate import items_from_records, prompt_ids

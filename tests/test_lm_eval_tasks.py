@@ -28,13 +28,12 @@ def test_task_yamls_read_local_json_lines():
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="unfinished: the near-initial tiny model emits eos first (empty predictions), so the "
-                         "comparison needs a briefly trained model; lm-eval itself ran on such a model by hand")
 def test_lm_eval_exact_match_equals_evaluate_generate(tmp_path):
     pytest.importorskip("lm_eval")
     run_dir, hf = tmp_path / "run", tmp_path / "hf"
-    # (nearly) the initial model: it generates long token strings, so predictions are compared for real
-    fx.run(["megajepa/train.py", f"output_dir={run_dir}", *fx.TINY_RUN, "train.max_steps=2", "train.warmup_steps=1", "train.lr=1e-6"])
+    # briefly trained: past emitting eos first (the initial model's empty answers would agree vacuously),
+    # far from right, so half the references below can be made its own answers and half stay wrong
+    fx.run(["megajepa/train.py", f"output_dir={run_dir}", *fx.TINY_RUN, "train.max_steps=30", "train.lr=3e-3"])
     fx.run(["tools/convert_to_hf.py", "--checkpoint", str(run_dir), "--output", str(hf)])
     from megajepa.data.corpus import synthetic_split
     _, test = synthetic_split("regex", 300, 8, 0)

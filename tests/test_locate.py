@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import fake_tag
+from helpers import fake_tag, tiny_config
 from interop_fixtures import ROOT, hf_model, hf_tokenizer, run, save_hf
 
 from megajepa.config import ModelConfig
+from megajepa.model.transformer import describe
 from megajepa.training.checkpoint import locate
 from megajepa.training.checkpoint.locate import CheckpointError, SavedCheckpoint, find_checkpoint
 
@@ -68,13 +69,42 @@ def test_tokenizer_search_order_and_the_run_dirs_own_copies(tmp_path):
     assert dataclasses.replace(saved, state={"tokenizer": str(recorded)}).tokenizer() == str(recorded)
 
 
+@pytest.mark.parametrize("prefix", ["", "bf16_"])  # DeepSpeed names a bf16 run's shards bf16_zero_pp_rank_*
+def test_optimizer_shards_are_counted_under_either_name(tmp_path, prefix):
+    import torch
+
+    from megajepa.training.checkpoint import universal
+
+    tag = fake_tag(str(tmp_path), 4)
+    torch.save({"model_config": {}, "dp_world_size": 3}, os.path.join(tag, "zero_pp_rank_0_mp_rank_00_model_states.pt"))
+    for r in (0, 2):
+        open(os.path.join(tag, f"{prefix}zero_pp_rank_{r}_mp_rank_00_optim_states.pt"), "w").close()
+    open(os.path.join(tag, "zero_pp_rank_1_mp_rank_00_model_states.pt.tmp"), "w").close()  # not a shard
+    assert locate.optimizer_shards(tag) == {r: f"{prefix}zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 2)}
+    assert universal.saved_world_size(tag) == 2
+    with pytest.raises(CheckpointError, match=r"written by 3 ranks but the optimizer shard\(s\) of rank\(s\) 1 are"):
+        locate.open_checkpoint(tag)
+    open(os.path.join(tag, f"{prefix}zero_pp_rank_1_mp_rank_00_optim_states.pt"), "w").close()
+    assert locate.open_checkpoint(tag).tag == "step_00000004"
+
+
 def test_model_config_is_read_strictly():
-    cfg = ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=320)
-    saved = SavedCheckpoint("r", "t", "r/t/rank0.pt", {"model_config": dataclasses.asdict(cfg)})
-    assert saved.model_config() == cfg
+    arch = tiny_config(vocab_size=320)
+    saved = SavedCheckpoint("r", "t", "r/t/rank0.pt", {"model_config": dataclasses.asdict(arch)})
+    assert saved.model_config() == arch
     saved.state["model_config"]["qk_norm"] = True  # a field of a newer megajepa: never silently dropped
     with pytest.raises(CheckpointError, match=r"r/t/rank0.pt: model_config has field\(s\) \['qk_norm'\]"):
         saved.model_config()
+
+
+def test_a_checkpoint_from_before_the_architecture_split_still_loads():
+    """Older checkpoints stored the requested ModelConfig, resolved: its preset and init_from_hf beside the sizes."""
+    request = ModelConfig(preset="tiny", vocab_size=320, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
+    old = dataclasses.asdict(request) | {"rope_theta": 10000.0, "max_seq_len": 2048, "tie_embeddings": True,
+                                         "init_from_hf": "/models/llama"}
+    arch = SavedCheckpoint("r", "t", "r/t/rank0.pt", {"model_config": old}).model_config()
+    assert arch == tiny_config(vocab_size=320)
+    assert not hasattr(arch, "preset") and "tiny" not in describe(arch)
 
 
 def test_evaluation_imports_neither_the_loop_nor_deepspeed_nor_the_writer():

@@ -12,8 +12,8 @@ TWO_NODES = ["--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-pe
 
 @pytest.fixture(scope="module")
 def two_node_cluster(tmp_path_factory):
-    from netns_cluster import NetnsSlurmCluster
-    from slurm_cluster import ClusterUnavailable
+    from cluster.netns_cluster import NetnsSlurmCluster
+    from cluster.slurm_cluster import ClusterUnavailable
 
     try:
         cluster = NetnsSlurmCluster(str(tmp_path_factory.mktemp("slurm2"))).start()

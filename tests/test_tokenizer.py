@@ -9,9 +9,9 @@ import sys
 import pytest
 import sentencepiece as spm
 
+from megajepa.data.tokenizer import load_tokenizer
 from megajepa.data.tokenizer import sentencepiece as T
 from megajepa.data.tokenizer.sentencepiece import (
-    Tokenizer,
     TokenizerError,
     load_or_train,
     save_hf_tokenizer,
@@ -68,11 +68,11 @@ def test_determinism(tmp_path):
 
 def test_bad_model_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.model"):
-        Tokenizer.load(tmp_path / "missing.model")
+        load_tokenizer(tmp_path / "missing.model")
     bad = tmp_path / "bad.model"
     bad.write_bytes(b"not a model")
     with pytest.raises(TokenizerError, match="bad.model"):
-        Tokenizer.load(bad)
+        load_tokenizer(bad)
 
 
 def test_foreign_model_rejected(tmp_path):
@@ -105,7 +105,7 @@ def test_atomic_write(tmp_path):
     digest = good.sha256()
     with pytest.raises(RuntimeError):
         train_tokenizer(exploding(), target, 400)
-    assert Tokenizer.load(target).sha256() == digest
+    assert load_tokenizer(target).sha256() == digest
     assert sorted(os.listdir(target.parent)) == ["tokenizer.model"]
 
 
@@ -140,7 +140,7 @@ def test_cli(tmp_path):
            "--out", str(out), "--vocab-size", "350"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    tok = Tokenizer.load(out)
+    tok = load_tokenizer(out)
     assert tok.decode(tok.encode("what is 2+2")) == "what is 2+2"
     src.write_text('{"text": "ok"}\n{"views": "not a list"}\n')
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -152,3 +152,24 @@ def test_bad_args(tmp_path):
         train_tokenizer(corpus(), tmp_path / "x.model", T.NUM_PREDICTORS)
     with pytest.raises(ValueError, match="no training text"):
         train_tokenizer([], tmp_path / "x.model", 400)
+
+
+def test_load_tokenizer_opens_either_kind_behind_one_protocol(tok, tmp_path):
+    """A model file, a folder holding only it, and an exported transformers folder: the same ids and text."""
+    from megajepa.data.tokenizer import Tokenizer
+    from megajepa.data.tokenizer.hf import HFTokenizer
+
+    folder = tmp_path / "sp"
+    folder.mkdir()
+    (folder / "tokenizer.model").write_bytes(open(tok.path, "rb").read())
+    save_hf_tokenizer(tok, tmp_path / "hf")
+    by_file, by_folder, hf = load_tokenizer(tok.path), load_tokenizer(folder), load_tokenizer(tmp_path / "hf")
+    assert type(by_file) is type(by_folder) is T.SentencePieceTokenizer and isinstance(hf, HFTokenizer)
+    fields = [name for name in Tokenizer.__annotations__]
+    for t in (by_file, by_folder, hf):
+        assert all(hasattr(t, name) for name in fields) and callable(t.sha256)
+        assert (t.bos_id, t.eos_id, t.sep_id, t.predictor_ids) == (tok.bos_id, tok.eos_id, tok.sep_id, tok.predictor_ids)
+        for c in CASES[:6]:
+            assert t.encode(c) == tok.encode(c) and t.decode(t.encode(c)) == c
+    assert by_file.sha256() == by_folder.sha256() != hf.sha256()
+    assert hf.sha256() == load_tokenizer(tmp_path / "hf").sha256()  # the pipeline's digest is stable

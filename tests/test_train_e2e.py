@@ -65,12 +65,12 @@ def test_model_flops_logged_per_device(two_rank_run):
     """throughput/gflops (per device) over throughput/tokens_per_s (global) is the model FLOPs per token:
     at least 6 x the matmul weights, plus attention of at most seq_len keys per query."""
     from megajepa.config import ModelConfig
-    from megajepa.data.tokenizer.sentencepiece import Tokenizer
+    from megajepa.data.tokenizer import load_tokenizer
     from megajepa.model.flops import matmul_params
     from megajepa.model.transformer import resolve_model_config
 
     out = two_rank_run[0]
-    vocab = Tokenizer.load(os.path.join(out, "tokenizer", "tokenizer.model")).vocab_size
+    vocab = load_tokenizer(os.path.join(out, "tokenizer", "tokenizer.model")).vocab_size
     cfg = resolve_model_config(ModelConfig(preset="tiny", dim=128, n_layers=2, ffn_dim=256), vocab)
     s = scalars(out)
     per_token = [g * 1e9 * 2 / t for g, t in zip(s["throughput/gflops"], s["throughput/tokens_per_s"])]

@@ -22,10 +22,9 @@ from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build
 log = logging.getLogger(__name__)
 
 
-def make_unit(ex: Example, specials: Specials, layout: LayoutConfig, with_jepa: bool, unit_builder=build_unit) -> Unit:
-    extra = {"prompt": ex.prompt} if ex.prompt else {}  # only chat records carry these; custom builders
-    extra.update({"jepa_views": ex.jepa_views} if ex.jepa_views else {})  # need not know the keywords
-    return unit_builder(ex.views, specials, layout, with_jepa=with_jepa, **extra)
+def make_unit(ex: Example, specials: Specials, layout: LayoutConfig, with_jepa: bool) -> Unit:
+    return build_unit(ex.views, specials, layout, with_jepa=with_jepa, prompt=ex.prompt or None,
+                      jepa_views=ex.jepa_views or None)
 
 
 def fits(ex: Example, n_tokens: int, seq_len: int, policy: str, report: BadRecordReport) -> bool:
@@ -43,9 +42,9 @@ class PackedEpochs:
 
     def __init__(self, examples: list[Example], specials: Specials, layout: LayoutConfig, seq_len: int,
                  seed: int, jepa_dropout: float = 0.0, use_jepa: bool = True, policy: str = "skip",
-                 report: BadRecordReport | None = None, unit_builder=build_unit):
+                 report: BadRecordReport | None = None):
         self.specials, self.layout, self.seq_len, self.seed = specials, layout, seq_len, seed
-        self.jepa_dropout, self.use_jepa, self.unit_builder = jepa_dropout, use_jepa, unit_builder
+        self.jepa_dropout, self.use_jepa = jepa_dropout, use_jepa
         report = report if report is not None else BadRecordReport()
         kept, shortest = [], None
         for ex in examples:
@@ -64,7 +63,7 @@ class PackedEpochs:
         self._epochs[0] = self._packer.submit(self._pack, 0)  # packs while the model is being built
 
     def _unit(self, ex: Example, with_jepa: bool) -> Unit:
-        return make_unit(ex, self.specials, self.layout, with_jepa, self.unit_builder)
+        return make_unit(ex, self.specials, self.layout, with_jepa)
 
     def rows(self, epoch: int) -> list[PackedRow]:
         """Epoch `epoch`'s rows; epoch + 1 starts packing in the background so the next epoch end does
@@ -100,14 +99,9 @@ class DistributedRowLoader:
     def __init__(self, rows, micro_batch: int, rank: int = 0, world_size: int = 1):
         self.rows, self.micro_batch, self.rank, self.world_size = rows, micro_batch, rank, world_size
         self.epoch, self.consumed = 0, 0  # rows of the current epoch consumed by all ranks together
-        self.dropped_tail = 0
         # The next micro-batch is read in a thread while this one trains; keyed by its (epoch, start).
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batch")
         self._pending: tuple[tuple[int, int], Future] | None = None
-
-    @property
-    def epochs(self):  # the foundation's name for the row source
-        return self.rows
 
     @property
     def global_batch(self) -> int:
@@ -124,7 +118,6 @@ class DistributedRowLoader:
     def next_batch(self) -> dict[str, torch.Tensor]:
         n = self._rows_in(self.epoch)
         if self.consumed + self.global_batch > n:  # the last partial global batch waits for the next shuffle
-            self.dropped_tail = n - self.consumed
             self.epoch, self.consumed = self.epoch + 1, 0
             self._rows_in(self.epoch)
         key = (self.epoch, self.consumed + self.rank * self.micro_batch)

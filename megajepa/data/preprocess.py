@@ -9,7 +9,6 @@ them per epoch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -22,8 +21,8 @@ from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.records import view_specs
 from megajepa.data.row_pool import RowPool, chunks
 from megajepa.data.shards import ShardWriter, check_manifest, field_dtypes, read_manifest, write_manifest
-from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, Tokenizer, corpus_fingerprint, load_or_train
+from megajepa.data.tokenizer import load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, corpus_fingerprint, load_or_train
 
 CHUNK = 4096  # records per worker task; each chunk is packed on its own
 HF_DIR = "tokenizer_hf"  # a transformers tokenizer stored with the shards
@@ -39,23 +38,13 @@ def packing_signature(cfg) -> dict:
             **({"views": list(cfg.data.views)} if cfg.data.views else {})}  # unset: older shard sets still match
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of a sentencepiece model file, or of a transformers tokenizer's whole serialised pipeline
-    (vocabulary, merges, normalizer, added tokens): equal fingerprints encode text to equal ids."""
-    if isinstance(tokenizer, Tokenizer):
-        return tokenizer.sha256()
-    backend = getattr(tokenizer.hf, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.hf.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
     from megajepa.data.shards import ShardRows
     manifest = read_manifest(cfg.data.shards)
     # a layout key newer than the shards did not exist when they were packed: they were packed at its default
     manifest["packing"] = {**dataclasses.asdict(LayoutConfig()), **manifest["packing"]}
-    check_manifest(manifest, cfg.data.shards, tokenizer_fingerprint(tokenizer), packing_signature(cfg))
+    check_manifest(manifest, cfg.data.shards, tokenizer.sha256(), packing_signature(cfg))
     skipped = manifest["counts"]["records_skipped"]
     if skipped and cfg.data.on_bad_record == "error":  # the run's policy holds for records skipped earlier too
         raise RecordError(f"data.on_bad_record=error, but the shards in {cfg.data.shards} were written skipping "
@@ -136,7 +125,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "jepa_pairs": sum(s["pairs"] for s in shards),
                "fill": tokens / max(rows * cfg.data.seq_len, 1), "seconds": elapsed, "main_process_cpu_s": main_cpu,
                "tokens_per_s": tokens / max(elapsed, 1e-9), "workers": workers, "chunk_records": chunk_records}
-    manifest = {"tokenizer": {"file": os.path.basename(tokenizer_path), "sha256": tokenizer_fingerprint(tokenizer),
+    manifest = {"tokenizer": {"file": os.path.basename(tokenizer_path), "sha256": tokenizer.sha256(),
                               "vocab_size": tokenizer.vocab_size},
                 "packing": signature, "seed": cfg.seed, "sources": cfg.data.sources or [f"synthetic:{cfg.data.task}"],
                 "counts": summary, "shards": shards, "dtypes": writer.dtypes}

@@ -15,7 +15,7 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import fits, make_unit
 from megajepa.data.packing import place
 from megajepa.data.shards import rows_to_arrays
-from megajepa.data.tokenizer.hf import load_tokenizer
+from megajepa.data.tokenizer import load_tokenizer
 
 DROPOUT_STREAM = 0x64726F70  # "drop": keeps these draws apart from every other use of the seed
 _worker: dict = {}

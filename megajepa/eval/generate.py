@@ -1,6 +1,6 @@
-"""`tools/evaluate.py generate`: greedy predictions for a JSON-lines file of two-view records, scored.
+"""`megajepa-evaluate generate`: greedy predictions for a JSON-lines file of two-view records, scored.
 
-    python tools/evaluate.py generate --model RUN_OR_CKPT_OR_HF_DIR --input test.jsonl \
+    megajepa-evaluate generate --model RUN_OR_CKPT_OR_HF_DIR --input test.jsonl \
         --output preds.jsonl --json metrics.json [--metric exact,prefix,regex] [--max-examples N]
 
 Each record ({"views": [Text, Code, ...]} or {"messages": [system?, user, assistant]}) becomes the

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megajepa.data.tokenizer.hf import load_tokenizer
+from megajepa.data.tokenizer import load_tokenizer
 from megajepa.model.transformer import Transformer
 from megajepa.training.checkpoint.locate import CheckpointError, open_checkpoint
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from megajepa.config import ModelConfig
+from megajepa.model.architecture import ModelArchitecture
 
 HEAD = "lm_head.weight"
 VOCAB_ROWS = ("embed_tokens.weight", HEAD)  # our parameters with one row per token id
@@ -41,13 +41,13 @@ def from_hf_state_dict(state: dict[str, torch.Tensor], tie_embeddings: bool) -> 
     return {from_hf_name(n): t for n, t in state.items() if is_hf_parameter(n, tie_embeddings)}
 
 
-def architecture_for(cfg: ModelConfig) -> str:
+def architecture_for(cfg: ModelArchitecture) -> str:
     if cfg.sliding_window:
         return "MistralForCausalLM"
     return "Qwen2ForCausalLM" if cfg.qkv_bias else "LlamaForCausalLM"
 
 
-def to_hf_config(cfg: ModelConfig, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0):
+def to_hf_config(cfg: ModelArchitecture, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0):
     """A transformers config object of the architecture that matches `cfg`."""
     import transformers
     arch = architecture_for(cfg)
@@ -82,8 +82,8 @@ def _reject(where: str, what: str) -> None:
                                 "with default RoPE, SiLU MLP and no output/MLP biases)")
 
 
-def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
-    """ModelConfig from a transformers Llama/Qwen2/Mistral config; anything we cannot reproduce exactly
+def from_hf_config(hf_config, where: str = "config.json") -> ModelArchitecture:
+    """The architecture of a transformers Llama/Qwen2/Mistral config; anything we cannot reproduce exactly
     is refused here, so a loaded model never silently differs from transformers."""
     model_type = getattr(hf_config, "model_type", None)
     if model_type not in ARCHITECTURES:
@@ -112,11 +112,10 @@ def from_hf_config(hf_config, where: str = "config.json") -> ModelConfig:
     if head_dim * heads != dim:
         _reject(where, f"head_dim {head_dim} x {heads} heads != hidden_size {dim}")
     window = getattr(hf_config, "sliding_window", None) if model_type == "mistral" else None
-    return ModelConfig(preset="tiny", vocab_size=hf_config.vocab_size, dim=dim,
-                       n_layers=hf_config.num_hidden_layers, n_heads=heads,
-                       n_kv_heads=hf_config.num_key_value_heads or heads, ffn_dim=hf_config.intermediate_size,
-                       rope_theta=float(rope_theta), norm_eps=hf_config.rms_norm_eps,
-                       tie_embeddings=bool(hf_config.tie_word_embeddings), qkv_bias=model_type == "qwen2",
-                       sliding_window=window, max_seq_len=hf_config.max_position_embeddings,
-                       rope_scaling=scaling)
+    return ModelArchitecture(vocab_size=hf_config.vocab_size, dim=dim, n_layers=hf_config.num_hidden_layers,
+                             n_heads=heads, n_kv_heads=hf_config.num_key_value_heads or heads,
+                             ffn_dim=hf_config.intermediate_size, rope_theta=float(rope_theta),
+                             norm_eps=hf_config.rms_norm_eps, tie_embeddings=bool(hf_config.tie_word_embeddings),
+                             qkv_bias=model_type == "qwen2", sliding_window=window,
+                             max_seq_len=hf_config.max_position_embeddings, rope_scaling=scaling)
 

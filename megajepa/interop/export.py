@@ -14,17 +14,18 @@ import tempfile
 
 import torch
 
-from megajepa.config import ModelConfig
 from megajepa.data import layout
-from megajepa.data.tokenizer.hf import HFTokenizer, export_tokenizer, load_tokenizer
+from megajepa.data.tokenizer import export_tokenizer, load_tokenizer
+from megajepa.data.tokenizer.hf import HFTokenizer
 from megajepa.interop.adapter import architecture_for, to_hf_config, to_hf_state_dict
 from megajepa.interop.hf_files import parse_size, write_safetensors
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.training.checkpoint.locate import CheckpointError, open_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+def expected_shapes(cfg: ModelArchitecture) -> dict[str, tuple]:
     from megajepa.model.transformer import Transformer
     with torch.device("meta"):
         model = Transformer(cfg)
@@ -80,7 +81,7 @@ def convert_to_hf(checkpoint: str, output: str, tag: str | None = None, dtype: s
     shapes = expected_shapes(cfg)
     missing, unexpected = sorted(set(shapes) - set(ours)), sorted(set(ours) - set(shapes))
     if missing or unexpected:
-        raise CheckpointError(f"{saved.path}: parameters do not match model_config; missing "
+        raise CheckpointError(f"{saved.path}: parameters do not match its model_config; missing "
                               f"{missing[:5]}, unexpected {unexpected[:5]}")
     for name, t in ours.items():
         if tuple(t.shape) != shapes[name]:

@@ -28,7 +28,7 @@ from megajepa.training.engine import build_engine, build_model, resolve_ds_confi
 def run_config_for(cfg: RunConfig, model_cfg, tokenizer_dir: str) -> dict:
     """The run config that continues from the converted checkpoint without the source directory."""
     out = cfg.to_dict()
-    out["model"] = dataclasses.asdict(dataclasses.replace(model_cfg, init_from_hf=None))
+    out["model"] = dataclasses.asdict(model_cfg)  # every size explicit: the preset no longer matters
     out["data"]["tokenizer"] = tokenizer_dir
     out["resume"] = "auto"
     return out

@@ -16,12 +16,13 @@ from megajepa.config import ConfigError, ModelConfig
 from megajepa.data.tokenizer.hf import HFTokenizer
 from megajepa.interop.adapter import VOCAB_ROWS, is_hf_parameter, to_hf_name
 from megajepa.interop.hf_files import CheckpointError, HFCheckpoint
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.training.checkpoint.locate import hf_tokenizer_dir
 
 log = logging.getLogger("megajepa")
 
 
-def model_config_for(ckpt: HFCheckpoint, tokenizer, requested: ModelConfig | None = None) -> ModelConfig:
+def model_config_for(ckpt: HFCheckpoint, tokenizer, requested: ModelConfig | None = None) -> ModelArchitecture:
     """The checkpoint's architecture with room for the tokenizer's ids (grown to a multiple of 64)."""
     cfg = ckpt.model_config
     if isinstance(tokenizer, HFTokenizer) and tokenizer.original_size > cfg.vocab_size:
@@ -36,7 +37,7 @@ def model_config_for(ckpt: HFCheckpoint, tokenizer, requested: ModelConfig | Non
             if want and want != getattr(cfg, field):
                 raise ConfigError(f"model.{field}={want} contradicts model.init_from_hf={ckpt.path} "
                                   f"({getattr(cfg, field)}); leave it unset")
-    return dataclasses.replace(cfg, init_from_hf=ckpt.path)
+    return cfg
 
 
 def check_names(model: torch.nn.Module, ckpt: HFCheckpoint) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from megajepa.config import ModelConfig
+from megajepa.model.architecture import ModelArchitecture
 
 # Dense bf16 tensor-core peak, TFLOP/s, per GPU (vendor datasheets; no sparsity). First match wins.
 PEAK_TFLOPS_BF16 = (
@@ -20,7 +20,7 @@ PEAK_TFLOPS_BF16 = (
 )
 
 
-def matmul_params(cfg: ModelConfig) -> int:
+def matmul_params(cfg: ModelArchitecture) -> int:
     """Weights that multiply every token: all projections plus the output head (not the lookup)."""
     hd = cfg.dim // cfg.n_heads
     attn = cfg.dim * hd * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
@@ -28,13 +28,13 @@ def matmul_params(cfg: ModelConfig) -> int:
     return cfg.n_layers * (attn + mlp) + cfg.vocab_size * cfg.dim
 
 
-def forward_flops(cfg: ModelConfig, tokens: int, attended_pairs: int) -> int:
+def forward_flops(cfg: ModelArchitecture, tokens: int, attended_pairs: int) -> int:
     """Forward FLOPs for `tokens` tokens whose queries attend `attended_pairs` (query, key) pairs."""
     attention = 4 * cfg.n_layers * cfg.n_heads * (cfg.dim // cfg.n_heads) * attended_pairs
     return 2 * matmul_params(cfg) * tokens + attention
 
 
-def train_flops(cfg: ModelConfig, tokens: int, attended_pairs: int) -> int:
+def train_flops(cfg: ModelArchitecture, tokens: int, attended_pairs: int) -> int:
     return 3 * forward_flops(cfg, tokens, attended_pairs)
 
 
@@ -59,7 +59,7 @@ def attended_pairs(seg: torch.Tensor, ctx_seg: torch.Tensor, ctx_end: torch.Tens
     return int(((own + ctx) * (seg >= 0)).sum())
 
 
-def batch_train_flops(cfg: ModelConfig, batch: dict[str, torch.Tensor]) -> int:
+def batch_train_flops(cfg: ModelArchitecture, batch: dict[str, torch.Tensor]) -> int:
     """Model FLOPs of one training micro-batch (host-side tensors: no device sync)."""
     tokens = int((batch["seg"] >= 0).sum())
     return train_flops(cfg, tokens, attended_pairs(batch["seg"], batch["ctx_seg"], batch["ctx_end"]))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from megajepa.config import ModelConfig
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.attention import BlockDiagonal
 from megajepa.model.presets import (
     PRESET_VOCAB,
@@ -24,22 +25,23 @@ from megajepa.model.presets import (
 )
 
 
-def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
-    """Fill unset fields (0/None) from the preset and the tokenizer; explicit fields win."""
+def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelArchitecture:
+    """The requested model with unset fields (0/None) filled from the preset and the tokenizer; explicit
+    fields win."""
     if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
-    out = dataclasses.replace(cfg)
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ModelArchitecture)}
     for name in SIZED:
-        if not getattr(out, name):
-            setattr(out, name, preset_value(cfg.preset, name))
-    if out.tie_embeddings is None:
-        out.tie_embeddings = preset_value(cfg.preset, "tie_embeddings")
-    if not out.vocab_size:
-        out.vocab_size = -(-(vocab_size or PRESET_VOCAB) // 64) * 64  # multiple of 64 for fast matmuls
-    elif vocab_size and out.vocab_size < vocab_size:
-        raise ValueError(f"model.vocab_size={out.vocab_size} is smaller than the tokenizer's {vocab_size} ids")
-    check_heads(out.dim, out.n_heads, out.n_kv_heads)
-    return out
+        if not fields[name]:
+            fields[name] = preset_value(cfg.preset, name)
+    if fields["tie_embeddings"] is None:
+        fields["tie_embeddings"] = preset_value(cfg.preset, "tie_embeddings")
+    if not fields["vocab_size"]:
+        fields["vocab_size"] = -(-(vocab_size or PRESET_VOCAB) // 64) * 64  # multiple of 64 for fast matmuls
+    elif vocab_size and fields["vocab_size"] < vocab_size:
+        raise ValueError(f"model.vocab_size={fields['vocab_size']} is smaller than the tokenizer's {vocab_size} ids")
+    check_heads(fields["dim"], fields["n_heads"], fields["n_kv_heads"])
+    return ModelArchitecture(**fields)
 
 
 class RMSNorm(nn.Module):
@@ -88,7 +90,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelArchitecture):
         super().__init__()
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
         self.head_dim = cfg.dim // cfg.n_heads
@@ -120,7 +122,7 @@ def attend(q, k, v, attn_mask):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelArchitecture):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
@@ -131,7 +133,7 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelArchitecture):
         super().__init__()
         self.self_attn = Attention(cfg)
         self.mlp = MLP(cfg)
@@ -148,7 +150,7 @@ class OutputHead(nn.Module):
     registered as an external parameter) around whatever reads it: the logits, or the objective's fused
     loss passed in as `loss_fn(hidden, weight)` (the model itself knows no loss)."""
 
-    def __init__(self, cfg: ModelConfig, tied_embedding: nn.Embedding | None):
+    def __init__(self, cfg: ModelArchitecture, tied_embedding: nn.Embedding | None):
         super().__init__()
         self._tied = [tied_embedding]  # a list hides the module from nn.Module registration
         if tied_embedding is None:
@@ -164,7 +166,7 @@ class OutputHead(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, checkpoint_every: int = 0):
+    def __init__(self, cfg: ModelArchitecture, checkpoint_every: int = 0):
         """`checkpoint_every` n > 0: every n-th decoder layer recomputes its activations in backward."""
         super().__init__()
         self.config = cfg
@@ -189,7 +191,7 @@ class Transformer(nn.Module):
         return self.norm(x)
 
 
-def init_parameter(name: str, p: torch.Tensor, cfg: ModelConfig) -> None:
+def init_parameter(name: str, p: torch.Tensor, cfg: ModelArchitecture) -> None:
     """Normal(0, init_std) weights, residual projections scaled by depth (GPT-2), norms 1, biases 0."""
     with torch.no_grad():
         if "norm" in name:
@@ -207,7 +209,7 @@ def init_parameters(model: "Transformer") -> None:
         init_parameter(name, p, model.config)
 
 
-def count_parameters(cfg: ModelConfig) -> int:
+def count_parameters(cfg: ModelArchitecture) -> int:
     """Exact parameter count from the config (no model needed, so it works under ZeRO-3 partitioning)."""
     hd = cfg.dim // cfg.n_heads
     attn = cfg.dim * hd * (cfg.n_heads * 2 + cfg.n_kv_heads * 2)
@@ -218,7 +220,7 @@ def count_parameters(cfg: ModelConfig) -> int:
     return cfg.vocab_size * cfg.dim + cfg.n_layers * layer + cfg.dim + head
 
 
-def describe(cfg: ModelConfig) -> str:
+def describe(cfg: ModelArchitecture) -> str:
     n = count_parameters(cfg)
     # the shape, not the preset name: a model converted from a transformers checkpoint has no preset
     return (f"model: {n / 1e6:.2f}M parameters (dim {cfg.dim}, {cfg.n_layers} layers, "

@@ -20,16 +20,12 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.records import view_specs
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
-from megajepa.data.tokenizer.hf import load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import (
-    Tokenizer,
-    corpus_fingerprint,
-    load_or_train,
-    recorded_fingerprint,
-)
+from megajepa.data.tokenizer import Tokenizer, load_tokenizer
+from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, corpus_fingerprint, load_or_train, recorded_fingerprint
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
+from megajepa.model.architecture import ModelArchitecture
 from megajepa.model.transformer import describe, resolve_model_config
 from megajepa.objective.hybrid import HybridObjective
 from megajepa.objective.losses import gather_across_ranks
@@ -50,7 +46,7 @@ class Built:
     device: torch.device
     tokenizer: object  # data.tokenizer: sentencepiece or HF
     loader: DistributedRowLoader
-    model_cfg: object  # the resolved architecture
+    model_cfg: ModelArchitecture  # the resolved architecture (what checkpoints store)
     objective: HybridObjective
     engine: object  # deepspeed.DeepSpeedEngine wrapping the objective
     evaluator: PeriodicEval | None
@@ -151,10 +147,10 @@ def corpus_tokenizer(cfg: RunConfig, texts: list[str], rank: int) -> tuple[Token
         return load_tokenizer(cfg.data.tokenizer), f"from data.tokenizer={cfg.data.tokenizer}"
     cache = locate.sentencepiece_dir(cfg.output_dir)
     fingerprint = corpus_fingerprint(texts, cfg.data.vocab_size, seed=cfg.seed)
-    reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, "tokenizer.model"))
+    reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, MODEL_FILE))
     if rank == 0:  # one rank trains, the others read the file it wrote
         os.makedirs(cache, exist_ok=True)
         load_or_train(cache, lambda: texts, cfg.data.vocab_size, fingerprint, seed=cfg.seed)
     distributed.barrier()
     origin = f"reused from {cache}" if reused else f"trained now, in {cache}"
-    return Tokenizer.load(os.path.join(cache, "tokenizer.model")), origin
+    return load_tokenizer(os.path.join(cache, MODEL_FILE)), origin

@@ -1,6 +1,7 @@
 """The training loop, top to bottom: resume, then per step train_step, record, log, evaluate, save."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -70,7 +71,7 @@ class Trainer:
 
     def save(self) -> str:
         state = {"step": self.step, "data": self.loader.state_dict(), "config": self.cfg.to_dict(),
-                 "model_config": self.model_cfg.__dict__, "tokenizer": self.tokenizer.path,
+                 "model_config": dataclasses.asdict(self.model_cfg), "tokenizer": self.tokenizer.path,
                  "nonfinite_total": self.nonfinite.total}
         path = checkpoint.save(self.engine, self.cfg.output_dir, self.step, state, self.rank, self.cfg.train.keep_last)
         log.info("saved checkpoint %s", path)

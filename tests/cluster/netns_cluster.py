@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 
-from slurm_cluster import ClusterUnavailable, SlurmCluster
+from cluster.slurm_cluster import ClusterUnavailable, SlurmCluster
 
 HOSTS = "/etc/hosts"
 NIC = "mjeth0"  # the same interface name inside every node: GLOO_SOCKET_IFNAME works on all of them

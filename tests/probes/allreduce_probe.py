@@ -1,15 +1,11 @@
 """Launcher probe: init_distributed, all_reduce the rank, print one JSON line per rank."""
 import json
-import os
 import socket
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from megajepa.distributed import barrier, init_distributed, shutdown  # noqa: E402
+from megajepa.distributed import barrier, init_distributed, shutdown
 
 info = init_distributed(timeout_minutes=2)
 t = torch.tensor([float(info.rank)])

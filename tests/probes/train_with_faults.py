@@ -5,17 +5,13 @@
 """
 import os
 import signal
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+from deepspeed.runtime.engine import DeepSpeedEngine
 
-from deepspeed.runtime.engine import DeepSpeedEngine  # noqa: E402
-
-from megajepa import train  # noqa: E402
-from megajepa.objective.hybrid import HybridObjective  # noqa: E402
-from megajepa.training import trainer  # noqa: E402
-from megajepa.training.checkpoint.locate import tag_for  # noqa: E402
+from megajepa import train
+from megajepa.objective.hybrid import HybridObjective
+from megajepa.training import trainer
+from megajepa.training.checkpoint.locate import tag_for
 
 RANK = int(os.environ.get("RANK", "0"))
 _step = [0]

@@ -1,18 +1,14 @@
 """Build the model under ZeRO-3 on every rank, gather it, and compare with a plain single-process build
 from the same seed (run by tests/test_zero3_init.py through the deepspeed launcher)."""
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import deepspeed
+import torch
 
-import deepspeed  # noqa: E402
-import torch  # noqa: E402
-
-from megajepa.config import ModelConfig  # noqa: E402
-from megajepa.distributed import init_distributed  # noqa: E402
-from megajepa.model.transformer import Transformer, resolve_model_config  # noqa: E402
-from megajepa.training.engine import build_model  # noqa: E402
+from megajepa.config import ModelConfig
+from megajepa.distributed import init_distributed
+from megajepa.model.transformer import Transformer, resolve_model_config
+from megajepa.training.engine import build_model
 
 ZERO3 = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}}
 

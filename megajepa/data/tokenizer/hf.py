@@ -1,5 +1,4 @@
-"""A transformers tokenizer behind megajepa's `Tokenizer` interface, plus the one place that decides
-which kind a path holds and how either kind is written out as a transformers tokenizer.
+"""A transformers tokenizer behind megajepa's `Tokenizer` protocol (megajepa/data/tokenizer/__init__.py).
 
 Continued pretraining keeps the checkpoint's own tokenizer: we only add what the objective needs
 (`<|sep|>`, `<|predictor_1..10|>`) and any of bos/eos/pad it lacks, appended after its last id, so
@@ -7,6 +6,8 @@ every id the checkpoint was trained on keeps its meaning.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 from megajepa.data.tokenizer.sentencepiece import (
@@ -15,9 +16,7 @@ from megajepa.data.tokenizer.sentencepiece import (
     PAD,
     PREDICTORS,
     SEP,
-    Tokenizer,
     TokenizerError,
-    save_hf_tokenizer,
 )
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -28,8 +27,7 @@ def is_hf_tokenizer_dir(path: str) -> bool:
 
 
 class HFTokenizer:
-    """Same attributes as megajepa.data.tokenizer.sentencepiece.Tokenizer: bos_id eos_id pad_id unk_id sep_id predictor_ids
-    vocab_size special_ids path encode decode."""
+    """A checkpoint's transformers tokenizer with megajepa's tokens added (the `Tokenizer` protocol)."""
 
     def __init__(self, path: str):
         from transformers import AutoTokenizer
@@ -79,26 +77,14 @@ class HFTokenizer:
     def decode(self, ids) -> str:
         return self.hf.decode([int(i) for i in ids if int(i) not in self.special_ids])
 
+    def sha256(self) -> str:
+        """Of the whole serialised pipeline (vocabulary, merges, normalizer, added tokens)."""
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else json.dumps(sorted(self.hf.get_vocab().items()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def save(self, out_dir: str) -> None:
         self.hf.save_pretrained(out_dir)
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.path!r}, vocab_size={self.vocab_size}, added={len(self.added)})"
-
-
-def load_tokenizer(path: str):
-    """A transformers tokenizer directory -> HFTokenizer; a sentencepiece model file, or a directory holding
-    only `tokenizer.model`, -> Tokenizer."""
-    if is_hf_tokenizer_dir(path):
-        return HFTokenizer(path)
-    return Tokenizer.load(os.path.join(path, "tokenizer.model") if os.path.isdir(path) else path)
-
-
-def export_tokenizer(tok, out_dir: str, chat_template: str | None = None) -> None:
-    """Write either kind as a transformers tokenizer (AutoTokenizer loads it offline)."""
-    if isinstance(tok, HFTokenizer):
-        if chat_template is not None:
-            tok.hf.chat_template = chat_template
-        tok.save(out_dir)
-    else:
-        save_hf_tokenizer(tok, out_dir, chat_template=chat_template)

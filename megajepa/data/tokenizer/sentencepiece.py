@@ -3,7 +3,7 @@
 Fixed ids: <pad>=0 <unk>=1 <bos>=2 <eos>=3, then <|sep|> and <|predictor_1..10|> (ids 4..14).
 sep/predictor tokens are sentencepiece *control* symbols: one id each, never produced by
 `encode` from text. A text that literally contains "<|sep|>" is encoded as ordinary characters
-by `Tokenizer.encode`, whereas the exported HF tokenizer maps the literal string to the special id
+by `SentencePieceTokenizer.encode`, whereas the exported HF tokenizer maps the literal string to the special id
 (what chat templates need). The trainer inserts these tokens by id, never by string.
 
 Settings follow Llama's: identity normalization (lossless, no NFKC), whitespace kept as is,
@@ -40,7 +40,7 @@ class TokenizerError(ValueError):
     """A tokenizer model file that is corrupt or lacks megajepa's special tokens."""
 
 
-class Tokenizer:
+class SentencePieceTokenizer:
     """A trained sentencepiece model with megajepa's special tokens at fixed ids."""
 
     def __init__(self, path: str | os.PathLike):
@@ -67,10 +67,6 @@ class Tokenizer:
         self.vocab_size = self.sp.get_piece_size()
         self.special_ids = frozenset([0, 1, 2, 3, self.sep_id, *self.predictor_ids])
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        return cls(path)
-
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; no bos/eos added."""
         return self.sp.encode(text, out_type=int)
@@ -80,11 +76,12 @@ class Tokenizer:
         return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids])
 
     def sha256(self) -> str:
+        """Of the model file."""
         with open(self.path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
 
     def __repr__(self) -> str:
-        return f"Tokenizer({self.path!r}, vocab_size={self.vocab_size})"
+        return f"SentencePieceTokenizer({self.path!r}, vocab_size={self.vocab_size})"
 
 
 def _sentences(texts: Iterable[str]) -> Iterable[str]:
@@ -102,7 +99,7 @@ def train_tokenizer(
     model_type: str = "bpe",
     byte_fallback: bool = True,
     seed: int = 0,
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Train with sentencepiece's own trainer and write `model_path` atomically.
 
     Deterministic for a given corpus and seed (single thread, no sentence sampling).
@@ -164,7 +161,7 @@ def train_tokenizer(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return Tokenizer(model_path)
+    return SentencePieceTokenizer(model_path)
 
 
 def load_or_train(
@@ -173,18 +170,18 @@ def load_or_train(
     vocab_size: int,
     fingerprint: str | None = None,
     **kw,
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Reuse `cache_dir/tokenizer.model`, else train it from `texts_fn()` (called lazily). `fingerprint`
     (corpus_fingerprint of the texts and settings): recorded beside a model trained here; a cached model
     recorded with another one (or none) is retrained, saying so, never silently reused.
 
-    Distributed runs: call this on rank 0 only, then barrier, then `Tokenizer.load` on the other
+    Distributed runs: call this on rank 0 only, then barrier, then `load_tokenizer` on the other
     ranks; this function does no collective itself.
     """
     path = Path(cache_dir) / MODEL_FILE
     recorded = recorded_fingerprint(cache_dir)
     if path.exists() and (fingerprint is None or recorded == fingerprint):
-        return Tokenizer(path)  # raises TokenizerError naming the file if it lacks our tokens
+        return SentencePieceTokenizer(path)  # raises TokenizerError naming the file if it lacks our tokens
     if path.exists():
         log.warning("%s was trained on another corpus or settings (fingerprint %s, this run's %s): retraining it",
                     path, recorded[:12] if recorded else "not recorded", fingerprint[:12])
@@ -209,7 +206,7 @@ def recorded_fingerprint(cache_dir: str | os.PathLike) -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
-def _hf_backend(tok: Tokenizer):
+def _hf_backend(tok: SentencePieceTokenizer):
     """A `tokenizers.Tokenizer` that encodes/decodes exactly like the sentencepiece model."""
     from tokenizers import AddedToken, Regex, decoders, normalizers
     from tokenizers import Tokenizer as HFTok
@@ -247,7 +244,7 @@ def _hf_backend(tok: Tokenizer):
     return hf
 
 
-def save_hf_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike, chat_template: str | None = None):
+def save_hf_tokenizer(tok: SentencePieceTokenizer, out_dir: str | os.PathLike, chat_template: str | None = None):
     """Write a transformers tokenizer that `AutoTokenizer.from_pretrained(out_dir)` loads offline.
 
     Same ids as `tok` for every piece, bos/eos/pad/unk and sep/predictors registered as special.

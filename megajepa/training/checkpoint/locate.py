@@ -10,7 +10,6 @@ state) and `checkpoints/latest`; a tag counts only once the writer has put its C
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import logging
 import os
@@ -23,6 +22,8 @@ LATEST = "latest"
 _TAG = re.compile(r"step_(\d+)$")
 # the engine wraps HybridObjective, whose `model` is the Transformer: DeepSpeed's names carry this prefix
 OBJECTIVE_PREFIX = "model."
+# one ZeRO optimizer shard per data-parallel rank; DeepSpeed prefixes a bf16 run's with `bf16_`
+_OPTIMIZER_SHARD = re.compile(r"(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_00_optim_states\.pt$")
 
 
 class CheckpointError(ValueError):
@@ -77,6 +78,12 @@ def latest_tag(root: str) -> str | None:
         log.warning("%s names %r, which is not a complete checkpoint (no %s marker); using %s", path, named,
                     COMPLETE, complete[-1] if complete else "none")
     return complete[-1] if complete else None
+
+
+def optimizer_shards(tag_dir: str) -> dict[int, str]:
+    """data-parallel rank -> the file name of its ZeRO optimizer shard in a tag directory."""
+    names = os.listdir(tag_dir) if os.path.isdir(tag_dir) else []
+    return {int(m.group(1)): name for name in names if (m := _OPTIMIZER_SHARD.fullmatch(name))}
 
 
 def _has_model_states(path: str) -> bool:
@@ -137,16 +144,13 @@ class SavedCheckpoint:
         return os.path.join(self.root, self.tag)
 
     def model_config(self):
-        """The architecture it was trained with. Strict: a field this megajepa does not know (a newer
-        checkpoint) is an error, never dropped, so the model built is the model trained."""
-        from megajepa.config import ModelConfig
+        """The ModelArchitecture it was trained with (strictly read: model/architecture.py)."""
+        from megajepa.model.architecture import ModelArchitecture
 
-        saved = dict(self.state["model_config"])
-        unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(ModelConfig)})
-        if unknown:
-            raise CheckpointError(f"{self.file}: model_config has field(s) {unknown} that this megajepa's "
-                                  "ModelConfig does not know (written by a newer version?)")
-        return ModelConfig(**saved)
+        try:
+            return ModelArchitecture.from_saved(dict(self.state["model_config"]), self.file)
+        except (TypeError, ValueError) as e:  # TypeError: a size missing
+            raise CheckpointError(str(e)) from None
 
     def run_config(self) -> dict | None:
         """The training run's config as it was saved (None when the writer stored none)."""
@@ -194,8 +198,9 @@ def open_checkpoint(path: str, tag: str | None = None) -> SavedCheckpoint:
     if "model_config" not in state:
         raise CheckpointError(f"{files[0]}: no 'model_config' in the client state (not written by megajepa)")
     world = int(state.get("dp_world_size", 1))
-    missing = [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(world)
-               if not os.path.isfile(os.path.join(tag_dir, f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt"))]
+    shards = optimizer_shards(tag_dir)
+    missing = [str(r) for r in range(world) if r not in shards]
     if missing:
-        raise CheckpointError(f"{tag_dir}: written by {world} ranks but shard(s) {', '.join(missing)} are missing")
+        raise CheckpointError(f"{tag_dir}: written by {world} ranks but the optimizer shard(s) of rank(s) "
+                              f"{', '.join(missing)} are missing (*zero_pp_rank_<rank>_mp_rank_00_optim_states.pt)")
     return SavedCheckpoint(root, tag, files[0], state)

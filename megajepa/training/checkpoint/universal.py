@@ -15,6 +15,7 @@ import os
 import shutil
 
 from megajepa import distributed
+from megajepa.training.checkpoint.locate import optimizer_shards
 
 log = logging.getLogger(__name__)
 UNIVERSAL = "universal"
@@ -23,12 +24,7 @@ _DONE = "CONVERTED"
 
 def saved_world_size(tag_dir: str) -> int | None:
     """Data-parallel ranks that wrote this ZeRO checkpoint (one optimizer shard each)."""
-    if not os.path.isdir(tag_dir):
-        return None  # checkpoint.load names the missing checkpoint
-    # bf16 runs name them bf16_zero_pp_rank_*
-    shards = [f for f in os.listdir(tag_dir) if f.startswith(("zero_pp_rank_", "bf16_zero_pp_rank_"))
-              and f.endswith("_optim_states.pt")]
-    return len(shards) or None
+    return len(optimizer_shards(tag_dir)) or None  # None: checkpoint.load names the missing checkpoint
 
 
 def needs_universal(tag_dir: str, world_size: int) -> bool:

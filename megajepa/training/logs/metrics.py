@@ -13,7 +13,6 @@ log = logging.getLogger("megajepa")
 class MetricsLogger:
     def __init__(self, output_dir: str, enabled: bool, cfg: LoggingConfig | None = None,
                  run_config: dict | None = None):
-        self.enabled = enabled
         self.writer = self.wandb_run = None
         if not enabled:
             return
@@ -35,10 +34,6 @@ class MetricsLogger:
             self.wandb_run.log(scalars, step=step)
         short = " ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in scalars.items())
         log.info("step %d %s", step, short)
-
-    def warn(self, message: str) -> None:
-        if self.enabled:
-            log.warning(message)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -114,8 +114,8 @@ def summary(run_dir: str, step: int, last: dict, tokens_per_s: float | None, col
              f"  tensorboard: tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}",
              f"  report: {report[0]} {report[1]}" if report else None,
              "next:",
-             f"  python tools/convert_to_hf.py --checkpoint {run_dir} --output {run_dir}/hf",
-             f"  python tools/evaluate.py generate --model {run_dir}/hf --input TEST.jsonl --metric exact"]
+             f"  megajepa-convert-to-hf --checkpoint {run_dir} --output {run_dir}/hf",
+             f"  megajepa-evaluate generate --model {run_dir}/hf --input TEST.jsonl --metric exact"]
     return "\n".join(line for line in lines if line is not None)
 
 
