@@ -31,6 +31,8 @@ EmbedAt = Literal["end", "last"]  # a view's end marker (sep/eos) | its last con
 MixtureStop = Literal["first_exhausted", "all_exhausted"]  # no repeats | oversample until all are read
 OnBadRecord = Literal["skip", "error"]
 SourceFormat = Literal["jsonl", "json", "parquet"]
+StpMode = Literal["random_span", "triples", "e2e"]  # objective/stp.py: which displacements are compared
+LengthWeighting = Literal["none", "cosine_like", "jaccard_like"]  # random_span: weight by span vs rest length
 
 
 class ConfigError(ValueError):
@@ -78,6 +80,16 @@ class JepaConfig:
     sigreg_directions: int = 256  # M random unit directions, fresh each step (LeJEPA: 256 or 1024)
     sigreg_knots: int = 17  # trapezoid knots on t in [0, sigreg_t_max]
     sigreg_t_max: float = 3.0
+
+
+@dataclass
+class StpConfig:
+    """Semantic Tube Prediction (arXiv 2602.22617): a cosine term on the NTP stream's own hidden-state
+    trajectory, no extra tokens (data/stp.py samples, objective/stp.py computes)."""
+    lam: float = 0.0  # `stp.lambda`: weight of the STP term; 0: off (no samples drawn)
+    mode: StpMode = "random_span"
+    samples_per_document: int = 1  # spans / triples drawn per document each time its row is read
+    length_weighting: LengthWeighting = "none"  # random_span only, as the reference's --length_adjustment
 
 
 @dataclass
@@ -141,6 +153,7 @@ class LoggingConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     jepa: JepaConfig = field(default_factory=JepaConfig)
+    stp: StpConfig = field(default_factory=StpConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -280,8 +293,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"jepa.lambda must be >= 0, got {j.lam}")
     if j.gamma < 0:
         raise ConfigError(f"jepa.gamma must be >= 0, got {j.gamma}")
-    if j.lam == 0 and j.gamma == 0:
-        raise ConfigError("jepa.lambda and jepa.gamma are both 0: nothing to train")
+    if j.lam == 0 and j.gamma == 0 and cfg.stp.lam == 0:
+        raise ConfigError("jepa.lambda, jepa.gamma and stp.lambda are all 0: nothing to train")
     if not 0 <= j.predictors <= MAX_PREDICTORS:
         raise ConfigError(f"jepa.predictors must be in 0..{MAX_PREDICTORS} (the tokenizer has "
                           f"{MAX_PREDICTORS} predictor tokens), got {j.predictors}")
@@ -292,6 +305,10 @@ def validate(cfg: RunConfig) -> None:
     if j.sigreg_directions < 1 or j.sigreg_knots < 2 or j.sigreg_t_max <= 0:
         raise ConfigError("jepa.sigreg_directions must be >= 1, jepa.sigreg_knots >= 2 and jepa.sigreg_t_max > 0, "
                           f"got {j.sigreg_directions}, {j.sigreg_knots}, {j.sigreg_t_max}")
+    if cfg.stp.lam < 0:
+        raise ConfigError(f"stp.lambda must be >= 0, got {cfg.stp.lam}")
+    if cfg.stp.samples_per_document < 1:
+        raise ConfigError(f"config key 'stp.samples_per_document' must be >= 1, got {cfg.stp.samples_per_document}")
     if j.temperature <= 0:
         raise ConfigError(f"jepa.temperature must be > 0, got {j.temperature}")
     if d.task not in TASKS:
