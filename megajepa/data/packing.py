@@ -47,6 +47,9 @@ class Segment:
 class Unit:
     segments: list[Segment]
     pairs: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)  # ((seg, i) pred, tgt)
+    # STP documents: (NTP stream segment, Text [start, end), Code [start, end)) within it; Code is empty
+    # (start = end = Text's end) for a one-view document
+    docs: list[tuple[int, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
@@ -119,11 +122,14 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     if layout.train_all:
         segments = [_own_stream(v, sp) for v in views]
         standalone = {i: (i, len(render.standalone(v, sp, markers[i], layout.embed_at))) for i, v in enumerate(views)}
+        docs = [(i, (1, 1 + len(v)), (1 + len(v), 1 + len(v))) for i, v in enumerate(views)]
     else:
         segments = [_stream(views, sp, prompt)]
         standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
+        spans = render.view_spans(views, prompt)
+        docs = [(0, spans[0], spans[-1] if n > 1 else (spans[0][1], spans[0][1]))]
     if not with_jepa or n < 2:
-        return Unit(segments)
+        return Unit(segments, docs=docs)
 
     def encoding(i: int) -> tuple[int, int]:
         """(segment, length) whose first `length` tokens are `bos v_i marker` alone; copy if none."""
@@ -152,7 +158,7 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     for src, tgt in directed:
         seg, length = encoding(tgt)
         pairs.append((preds[src], (seg, length - 1)))
-    return Unit(segments, pairs)
+    return Unit(segments, pairs, docs)
 
 
 @dataclass
@@ -165,6 +171,8 @@ class PackedRow:
     ctx_end: list[int]
     pairs: list[tuple[int, int]]  # (pred index, target index) within the row
     n_units: int = 0
+    # STP documents within the row: (Text start, Text end, Code start, Code end)
+    docs: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
     def n_real(self) -> int:
@@ -220,6 +228,9 @@ def _materialise(units: list[Unit], seq_len: int, sp: Specials) -> PackedRow:
             seg_id += 1
         for (ps, pi), (ts, ti) in unit.pairs:
             row.pairs.append((starts[ps] + pi, starts[ts] + ti))
+        for s, (text_start, text_end), (code_start, code_end) in unit.docs:
+            at = starts[s]
+            row.docs.append((at + text_start, at + text_end, at + code_start, at + code_end))
     pad = seq_len - len(row.input_ids)
     row.input_ids += [sp.pad] * pad
     row.labels += [IGNORE] * pad

@@ -50,13 +50,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
 def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
     from megajepa.data.shards import ShardRows
+    from megajepa.data.stp import StpSampling
     manifest = read_manifest(cfg.data.shards)
     check_manifest(manifest, cfg.data.shards, tokenizer_fingerprint(tokenizer), packing_signature(cfg))
     skipped = manifest["counts"]["records_skipped"]
     if skipped and cfg.data.on_bad_record == "error":  # the run's policy holds for records skipped earlier too
         raise RecordError(f"data.on_bad_record=error, but the shards in {cfg.data.shards} were written skipping "
                           f"{skipped} bad record(s); first: {manifest['counts']['first_skipped'][0]}")
-    return ShardRows(cfg.data.shards, cfg.seed)
+    return ShardRows(cfg.data.shards, cfg.seed, StpSampling.from_run(cfg))
 
 
 def shard_tokenizer_path(cfg) -> str:
