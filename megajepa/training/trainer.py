@@ -12,7 +12,7 @@ from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data.packing import IGNORE
 from megajepa.model.flops import batch_train_flops, throughput_scalars
-from megajepa.objective.hybrid import regularized, total_loss
+from megajepa.objective.hybrid import regularized, stp_on, total_loss
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
 from megajepa.training.checkpoint.locate import checkpoint_dir, tag_for
@@ -42,6 +42,7 @@ class Trainer:
         self.objective, self.engine, self.evaluator = b.objective, b.engine, b.evaluator
         self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
+        self._stp_vectors = None  # the last micro-batch's STP displacements and sample weights, for the monitor
         self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())
         self.step_log = StepLog(self.cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
@@ -77,13 +78,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def _global_counts(self, batches) -> torch.Tensor:
-        """Labelled tokens, JEPA pairs, real tokens, model FLOPs and (rank, micro-batch) entries over the
-        whole step on every rank (one all-reduce of host-side counts: no device sync)."""
+        """Labelled tokens, JEPA pairs, real tokens, model FLOPs, (rank, micro-batch) entries, STP sample
+        weight and STP documents too short for stp.mode over the whole step on every rank (one all-reduce of
+        host-side counts: no device sync)."""
         counts = torch.tensor([sum(float((b["labels"] != IGNORE).sum()) for b in batches),
                                sum(float(b["pair_mask"].sum()) for b in batches),
                                sum(float((b["seg"] >= 0).sum()) for b in batches),
                                sum(float(batch_train_flops(self.model_cfg, b)) for b in batches),
-                               float(len(batches))], device=self.device)
+                               float(len(batches)),
+                               sum(float(b["stp_weight"].sum()) for b in batches if "stp_weight" in b),
+                               sum(float(b["stp_skipped"]) for b in batches if "stp_skipped" in b)],
+                              device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
         return counts
@@ -96,15 +101,18 @@ class Trainer:
         # Per-micro-batch denominators: the engine averages over ranks and accumulation steps.
         scale = self.world * self.cfg.train.grad_accum
         ntp_den, jepa_den = counts[0].clamp_min(1) / scale, counts[1].clamp_min(1) / scale
-        sums = torch.zeros(4, device=self.device)
+        stp_den = torch.where(counts[5] > 0, counts[5], torch.ones_like(counts[5])) / scale  # weights may be < 1
+        sums = torch.zeros(5, device=self.device)
         for batch in batches:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step)
+            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step, stp_denominator=stp_den)
             self.engine.backward(poison(loss))  # a non-finite loss gets NaN gradients: the engine skips the update
             self.engine.step()
             sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float(),
-                                 stats["reg"].float()])
+                                 stats["reg"].float(), stats.get("stp_sum", sums.new_zeros(())).float()])
             self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
+            if "stp_vectors" in stats:
+                self._stp_vectors = (stats["stp_vectors"], batch["stp_weight"])
         self.step += 1
         if self.world > 1:  # every step: losses.jsonl and the non-finite check need the global loss
             dist.all_reduce(sums)
@@ -116,8 +124,9 @@ class Trainer:
         lm = sums[0] / max(counts[0], 1)
         jepa = sums[1] / max(counts[1], 1)
         reg = sums[3] / max(counts[4], 1)  # a micro-batch's R is already global: mean over micro-batch entries
-        terms = {"loss": total_loss(j, lm, jepa, reg), "lm": lm, "jepa": jepa,
-                 **({"reg": reg} if regularized(j) else {}),
+        stp = sums[4] / (counts[5] or 1)
+        terms = {"loss": total_loss(j, lm, jepa, reg, self.cfg.stp, stp), "lm": lm, "jepa": jepa,
+                 **({"reg": reg} if regularized(j) else {}), **({"stp": stp} if stp_on(self.cfg.stp) else {}),
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
         skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
         self.step_log.write({"step": self.step, **terms, "lr": self.lr(), "skipped": skipped,
@@ -140,8 +149,10 @@ class Trainer:
         jepa = (sums[1] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         cos = (sums[2] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         reg = (sums[3] / counts[4].clamp_min(1)).item()
+        stp = (sums[4] / counts[5]).item() if counts[5].item() > 0 else 0.0
         j = self.cfg.jepa
-        scalars = {"loss/total": total_loss(j, lm, jepa, reg), "loss/lm": lm, "loss/jepa": jepa, "loss/reg": reg,
+        scalars = {"loss/total": total_loss(j, lm, jepa, reg, self.cfg.stp, stp), "loss/lm": lm, "loss/jepa": jepa,
+                   "loss/reg": reg, **self._stp_scalars(stp, counts[6].item()),
                    "jepa/cosine": cos, "lr": self.lr(),
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
@@ -151,8 +162,14 @@ class Trainer:
         self.data_wait_s = 0.0
         if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
             scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
+        if stp_on(self.cfg.stp) and self._stp_vectors is not None:  # collective too
+            scalars.update(self.monitor.displacements(*self._stp_vectors))
         self.logger.log(self.step, scalars)
         self.last_scalars.update(scalars)
+
+    def _stp_scalars(self, stp: float, skipped: float) -> dict[str, float]:
+        """loss/stp and the documents too short for stp.mode (no sample drawn) over the log interval."""
+        return {"loss/stp": stp, "stp/skipped_documents": skipped} if stp_on(self.cfg.stp) else {}
 
     def evaluate(self) -> None:
         """Greedy generation on the eval set (every rank, collectively), scores logged on rank 0."""
