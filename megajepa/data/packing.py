@@ -126,7 +126,7 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     else:
         segments = [_stream(views, sp, prompt)]
         standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
-        spans = render.view_spans(views, prompt)
+        spans = render.view_spans(views, sp, prompt)
         docs = [(0, spans[0], spans[-1] if n > 1 else (spans[0][1], spans[0][1]))]
     if not with_jepa or n < 2:
         return Unit(segments, docs=docs)
