@@ -12,6 +12,9 @@ seconds per 1000 examples and tokens processed (every position fed to the model,
                    additive block mask), each padded to --max-length
   ref_b_dynamic    scheme B padded to the longest sequence of each batch
   sigreg_hybrid    hybrid_packed + SIGReg on Pred and Enc (jepa.regularizer=sigreg): sigreg_time_ratio
+  stp_ntp_packed   ntp_packed + STP (stp.lambda=0.02, random_span, one span per example, no views):
+                   stp_time_ratio vs ntp_packed; the host-side span sampling (done in the loader's thread
+                   in training) is timed apart, stp_sampling_s_per_1000_examples
 References run on the same model through SDPA with a float additive mask (0 / -inf), as transformers
 does with `attention_mask` padding; megajepa rows use the dense boolean mask (the CPU path).
 Also the paraphrase-style pretraining case (N views, data.train_all, pairs=chain): NTP-only vs hybrid
@@ -32,11 +35,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from megajepa.config import JepaConfig, ModelConfig
+from megajepa.config import JepaConfig, ModelConfig, StpConfig
 from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import PackedEpochs
 from megajepa.data.packing import IGNORE, LayoutConfig, Specials, view_pairs
+from megajepa.data.stp import StpSampling, add_stp_samples
 from megajepa.data.synthetic import task_module
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 from megajepa.model.transformer import Transformer, describe, resolve_model_config
@@ -168,20 +172,30 @@ def measure(schemes: dict, repeats: dict) -> dict:
     return best
 
 
-def packed_scheme(model, examples, sp, layout, seq_len, rows_per_batch, jepa: JepaConfig, use_jepa: bool):
-    """(step, batches, extra totals) for megajepa's packed rows through the training objective."""
+def packed_scheme(model, examples, sp, layout, seq_len, rows_per_batch, jepa: JepaConfig, use_jepa: bool,
+                  stp: StpConfig | None = None):
+    """(step, batches, extra totals) for megajepa's packed rows through the training objective; `stp`: with
+    the STP term (its samples drawn while the batches are built, timed apart as `stp_sampling_seconds`)."""
     epochs = PackedEpochs(examples, sp, layout, seq_len, seed=0, use_jepa=use_jepa)
     rows = epochs.rows(0)
     batches = [collate(rows[i:i + rows_per_batch]) for i in range(0, len(rows), rows_per_batch)]
-    objective = HybridObjective(model, jepa)
+    extra = {"real_tokens": sum(r.n_real for r in rows), "rows": len(rows)}
+    if stp is not None:
+        sampling, start = StpSampling(stp.mode, stp.samples_per_document, stp.length_weighting, 0), time.perf_counter()
+        for i, batch in enumerate(batches):
+            add_stp_samples(batch, [r.docs for r in rows[i * rows_per_batch:(i + 1) * rows_per_batch]], 0,
+                            i * rows_per_batch, sampling)
+        extra["stp_sampling_seconds"] = time.perf_counter() - start
+    objective = HybridObjective(model, jepa, stp=stp)
     n_labels = torch.tensor(float(sum(int((b["labels"] != IGNORE).sum()) for b in batches)))
     n_pairs = torch.tensor(float(max(sum(int(b["pair_mask"].sum()) for b in batches), 1)))
+    n_stp = torch.tensor(float(max(sum(float(b["stp_weight"].sum()) for b in batches if "stp_weight" in b), 1)))
 
     def step(batch):
-        loss, stats = objective(batch, n_labels, n_pairs)
+        loss, stats = objective(batch, n_labels, n_pairs, stp_denominator=n_stp)
         return loss, stats["ntp_sum"].item(), stats["jepa_sum"].item(), batch["input_ids"].numel()
 
-    return step, batches, {"real_tokens": sum(r.n_real for r in rows), "rows": len(rows)}
+    return step, batches, extra
 
 
 def same_objective_check(model, examples, sp, layout, args, ref_a: dict) -> dict:
@@ -244,6 +258,7 @@ def main(argv=None) -> int:
     jepa = JepaConfig(lam=1.0, predictors=args.predictors)
     sigreg_cfg = JepaConfig(lam=1.0, predictors=args.predictors, regularizer="sigreg", reg_weight=0.1)
     ntp_cfg = JepaConfig(lam=0.0, predictors=args.predictors)
+    stp_cfg = StpConfig(lam=0.02, mode="random_span")  # the reference's NL-RX setting
     layout = LayoutConfig(predictors=args.predictors)
     p_layout = LayoutConfig(predictors=args.predictors, train_all=True, pairs="chain")
     # padded schemes cost the same per example whatever the sample, so they time the first --ref-examples
@@ -260,6 +275,8 @@ def main(argv=None) -> int:
         "hybrid_packed": packed_scheme(model, examples, sp, layout, args.seq_len, args.rows_per_batch, jepa, True),
         "sigreg_hybrid": packed_scheme(model, examples, sp, layout, args.seq_len, args.rows_per_batch, sigreg_cfg,
                                        True),
+        "stp_ntp_packed": packed_scheme(model, examples, sp, layout, args.seq_len, args.rows_per_batch, ntp_cfg,
+                                        False, stp_cfg),
         "ref_a": reference("a"), "ref_b": reference("b"), "ref_b_dynamic": reference("b_dynamic"),
         # paraphrase-style pretraining: every view its own stream, chain pairs
         "para_ntp_packed": packed_scheme(model, para, sp, p_layout, args.seq_len, args.rows_per_batch, ntp_cfg, False),
@@ -270,7 +287,7 @@ def main(argv=None) -> int:
                              for name in schemes})
     pn = len(para)
     runs = {name: result(name, *best[name], n_ref if name.startswith("ref_") else n)
-            for name in schemes if not name.startswith(("para_", "sigreg_"))}
+            for name in schemes if not name.startswith(("para_", "sigreg_", "stp_"))}
     para_runs = {name[5:]: result(name, *best[name], pn) for name in schemes if name.startswith("para_")}
     sources = [len({s for s, _ in view_pairs(len(ex.views), "chain")}) for ex in para]
     ref_passes = sum(len(ex.views) for ex in para) + (sum(sources) if args.predictors else 0)
@@ -288,6 +305,8 @@ def main(argv=None) -> int:
            "token_ratio": hyb["tokens"] / ntp["tokens"], "time_ratio": hyb["seconds"] / ntp["seconds"],
            "real_token_ratio": hyb["real_tokens"] / ntp["real_tokens"],
            "sigreg_time_ratio": best["sigreg_hybrid"][0] / hyb["seconds"],
+           "stp_time_ratio": best["stp_ntp_packed"][0] / ntp["seconds"],
+           "stp_sampling_s_per_1000_examples": best["stp_ntp_packed"][1]["stp_sampling_seconds"] * 1000 / n,
            "speedup_vs_ref_a": runs["ref_a"]["s_per_1000_examples"] / hyb["s_per_1000_examples"],
            "speedup_vs_ref_b": runs["ref_b"]["s_per_1000_examples"] / hyb["s_per_1000_examples"],
            "speedup_vs_ref_b_dynamic": runs["ref_b_dynamic"]["s_per_1000_examples"] / hyb["s_per_1000_examples"],
@@ -314,6 +333,8 @@ def print_table(out: dict) -> None:
     print(f"\ntoken_ratio {out['token_ratio']:.3f} (real tokens {out['real_token_ratio']:.3f}), time_ratio "
           f"{out['time_ratio']:.3f} (target <= 1.15 x token_ratio = {1.15 * out['token_ratio']:.3f})")
     print(f"sigreg_time_ratio {out['sigreg_time_ratio']:.3f} (target <= 1.05)")
+    print(f"stp_time_ratio {out['stp_time_ratio']:.3f} (target <= 1.05); host-side STP sampling "
+          f"{out['stp_sampling_s_per_1000_examples']:.3f} s / 1000 examples (the loader's thread in training)")
     print(f"speedup vs ref A {out['speedup_vs_ref_a']:.2f}x (target >= 5), vs ref B {out['speedup_vs_ref_b']:.2f}x, "
           f"vs ref B dynamic {out['speedup_vs_ref_b_dynamic']:.2f}x (target > 1)")
     print(f"load average {out['load_average_before_after'][0]:.1f} -> {out['load_average_before_after'][1]:.1f}")

@@ -34,6 +34,8 @@ SourceFormat = Literal["jsonl", "json", "parquet"]
 DropoutWeighting = Literal["renormalize", "paper"]  # per example, mean over kept pairs | per micro-batch, no renormalising
 TrainAllViews = Literal["all", "first"]  # train_all: every view an NTP stream | only the first (reference --plain --train_all)
 Role = Literal["user", "assistant", "system"]  # the turn a data.views entry takes from a message list
+StpMode = Literal["random_span", "triples", "e2e"]  # objective/stp.py: which displacements are compared
+LengthWeighting = Literal["none", "cosine_like", "jaccard_like"]  # random_span: weight by span vs rest length
 
 
 class ConfigError(ValueError):
@@ -97,6 +99,18 @@ class JepaConfig:
         """The per-example dropout the packer draws: alpha under renormalize, none under paper (the objective
         drops whole micro-batches instead, objective/schedules.py)."""
         return self.dropout if self.dropout_weighting == "renormalize" else 0.0
+
+
+@dataclass
+class StpConfig:
+    """Semantic Tube Prediction (arXiv 2602.22617): a cosine term on the NTP stream's own hidden-state
+    trajectory, no extra tokens (data/stp.py samples, objective/stp.py computes)."""
+    lam: float = 0.0  # `stp.lambda`: weight of the STP term; 0: off (no samples drawn)
+    mode: StpMode = "random_span"
+    samples_per_document: int = 1  # spans / triples drawn per document each time its row is read
+    length_weighting: LengthWeighting = "none"  # random_span only, as the reference's --length_adjustment
+    lambda_warmup_steps: int = 0  # linear warm-up of stp.lambda from stp.lambda_min (0: off), as jepa.lambda's
+    lambda_min: float = 0.0
 
 
 @dataclass
@@ -165,6 +179,7 @@ class LoggingConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     jepa: JepaConfig = field(default_factory=JepaConfig)
+    stp: StpConfig = field(default_factory=StpConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -304,8 +319,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"jepa.lambda must be >= 0, got {j.lam}")
     if j.gamma < 0:
         raise ConfigError(f"jepa.gamma must be >= 0, got {j.gamma}")
-    if j.lam == 0 and j.gamma == 0:
-        raise ConfigError("jepa.lambda and jepa.gamma are both 0: nothing to train")
+    if j.lam == 0 and j.gamma == 0 and cfg.stp.lam == 0:
+        raise ConfigError("jepa.lambda, jepa.gamma and stp.lambda are all 0: nothing to train")
     if not 0 <= j.predictors <= MAX_PREDICTORS:
         raise ConfigError(f"jepa.predictors must be in 0..{MAX_PREDICTORS} (the tokenizer has "
                           f"{MAX_PREDICTORS} predictor tokens), got {j.predictors}")
@@ -322,6 +337,12 @@ def validate(cfg: RunConfig) -> None:
     if j.sigreg_directions < 1 or j.sigreg_knots < 2 or j.sigreg_t_max <= 0:
         raise ConfigError("jepa.sigreg_directions must be >= 1, jepa.sigreg_knots >= 2 and jepa.sigreg_t_max > 0, "
                           f"got {j.sigreg_directions}, {j.sigreg_knots}, {j.sigreg_t_max}")
+    for key, value in (("stp.lambda", cfg.stp.lam), ("stp.lambda_min", cfg.stp.lambda_min),
+                       ("stp.lambda_warmup_steps", cfg.stp.lambda_warmup_steps)):
+        if value < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    if cfg.stp.samples_per_document < 1:
+        raise ConfigError(f"config key 'stp.samples_per_document' must be >= 1, got {cfg.stp.samples_per_document}")
     if j.temperature <= 0:
         raise ConfigError(f"jepa.temperature must be > 0, got {j.temperature}")
     if d.task not in TASKS:

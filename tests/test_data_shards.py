@@ -19,6 +19,7 @@ from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
 from megajepa.data.row_pool import DROPOUT_STREAM
 from megajepa.data.shards import ShardRows
+from megajepa.data.stp import StpSampling, add_stp_samples
 from megajepa.data.tokenizer import load_tokenizer
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer
 
@@ -107,6 +108,13 @@ def test_shards_equal_the_in_memory_packing(corpus_dir, tmp_path, extra):
     assert got.keys() == ref.keys()
     for key in ref:
         assert got[key].dtype == ref[key].dtype and got[key].equal(ref[key]), key
+    # STP samples come from the rows' documents and their place in the epoch, as for rows packed in memory
+    stp = StpSampling("random_span", 2, "none", cfg.seed)
+    got = ShardRows(str(tmp_path / "shards"), cfg.seed, stp).batch(3, 5, 4)
+    ref = add_stp_samples(ref, [want[i].docs for i in order[5:9]], 3, 5, stp)
+    assert int((got["stp_weight"] > 0).sum()) > 0
+    for key in ("stp_idx", "stp_weight", "stp_skipped"):
+        assert got[key].equal(ref[key]), key
 
 
 def test_worker_count_does_not_change_the_shards(corpus_dir, tmp_path):
@@ -116,7 +124,8 @@ def test_worker_count_does_not_change_the_shards(corpus_dir, tmp_path):
     two = preprocess(cfg, str(tmp_path / "two"), workers=2, rows_per_shard=16, progress=False, chunk_records=100)
     assert one["shards"] == two["shards"]
     for shard in one["shards"]:
-        for f in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs", "pair_offsets"):
+        for f in ("input_ids", "labels", "position_ids", "seg", "ctx_seg", "ctx_end", "pairs", "pair_offsets",
+                  "docs", "doc_offsets"):
             name = f"{shard['name']}.{f}.bin"
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -182,7 +191,7 @@ def test_a_transformers_tokenizer_is_stored_and_checked(corpus_dir, tmp_path):
 def test_on_disk_types_follow_the_ranges():
     from megajepa.data.shards import _cast, field_dtypes
     assert field_dtypes(32000, 4096) == {"position_ids": "int16", "seg": "int16", "ctx_seg": "int16", "ctx_end": "int16",
-                                         "pairs": "int16", "input_ids": "uint16", "labels": "int16"}
+                                         "pairs": "int16", "docs": "int16", "input_ids": "uint16", "labels": "int16"}
     big = field_dtypes(128256, 65536)
     assert big["input_ids"] == big["labels"] == big["seg"] == "int32"
     with pytest.raises(ValueError, match="do not fit uint16"):

@@ -20,7 +20,7 @@ def test_benchmark_runs_and_references_match_the_packed_objective(tmp_path):
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
-    for key in ("token_ratio", "time_ratio", "sigreg_time_ratio", "speedup_vs_ref_a", "speedup_vs_ref_b",
+    for key in ("token_ratio", "time_ratio", "sigreg_time_ratio", "stp_time_ratio", "speedup_vs_ref_a", "speedup_vs_ref_b",
                 "speedup_vs_ref_b_dynamic"):
         assert data[key] > 0, key
     assert set(data["runs"]) == {"ntp_packed", "hybrid_packed", "ref_a", "ref_b", "ref_b_dynamic"}

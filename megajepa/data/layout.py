@@ -50,6 +50,15 @@ def stream(views: list[list[int]], sp: Specials, system: list[int] | None = None
     return tokens
 
 
+def view_spans(views: list[list[int]], sp: Specials, system: list[int] | None = None) -> list[tuple[int, int]]:
+    """[start, end) of each view's tokens inside `stream(views, sp, system)` (own_stream: [(1, 1 + len(v))])."""
+    start, spans = len(_head(sp, system)), []
+    for view in views:
+        spans.append((start, start + len(view)))
+        start += len(view) + 1  # the view's marker
+    return spans
+
+
 def own_stream(view: list[int], sp: Specials) -> list[int]:
     """train_all: `bos v eos`."""
     return [sp.bos] + list(view) + [sp.eos]

@@ -18,6 +18,7 @@ import torch
 from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, Example, RecordError
 from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, place
+from megajepa.data.stp import StpSampling, add_stp_samples
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ class PackedEpochs:
 
     def __init__(self, examples: list[Example], specials: Specials, layout: LayoutConfig, seq_len: int,
                  seed: int, jepa_dropout: float = 0.0, use_jepa: bool = True, policy: str = "skip",
-                 report: BadRecordReport | None = None):
-        self.specials, self.layout, self.seq_len, self.seed = specials, layout, seq_len, seed
+                 report: BadRecordReport | None = None, stp: StpSampling | None = None):
+        """`stp`: draw STP samples for each batch (data/stp.py), None when stp.lambda is 0."""
+        self.specials, self.layout, self.seq_len, self.seed, self.stp = specials, layout, seq_len, seed, stp
         self.jepa_dropout, self.use_jepa = jepa_dropout, use_jepa
         report = report if report is not None else BadRecordReport()
         kept, shortest = [], None
@@ -85,7 +87,11 @@ class PackedEpochs:
         return len(self.rows(epoch))
 
     def batch(self, epoch: int, start: int, count: int) -> dict[str, torch.Tensor]:
-        return collate(self.rows(epoch)[start:start + count])
+        rows = self.rows(epoch)[start:start + count]
+        batch = collate(rows)
+        if self.stp is not None:  # seeded by the rows' place in the epoch, not by which rank reads them
+            add_stp_samples(batch, [r.docs for r in rows], epoch, start, self.stp)
+        return batch
 
 
 class DistributedRowLoader:

@@ -51,6 +51,9 @@ class Segment:
 class Unit:
     segments: list[Segment]
     pairs: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)  # ((seg, i) pred, tgt)
+    # STP documents: (NTP stream segment, Text [start, end), Code [start, end)) within it; Code is empty
+    # (start = end = Text's end) for a one-view document
+    docs: list[tuple[int, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
@@ -129,14 +132,17 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
         streams = views if layout.train_all_views == "all" else views[:1]
         segments = [_own_stream(v, sp) for v in streams]
         standalone = {i: (i, len(render.standalone(v, sp, markers[i], layout.embed_at))) for i, v in enumerate(streams)}
+        docs = [(i, (1, 1 + len(v)), (1 + len(v), 1 + len(v))) for i, v in enumerate(streams)]
     else:
         segments = [_stream(views, sp, prompt, layout.label_prompt)]
         standalone = {} if prompt else {0: (0, len(render.standalone(views[0], sp, markers[0], layout.embed_at)))}
+        spans = render.view_spans(views, sp, prompt)
+        docs = [(0, spans[0], spans[-1] if n > 1 else (spans[0][1], spans[0][1]))]
     if jepa_views:
         views, standalone = jepa_views, {}
         n, markers = len(views), render.markers(len(views), sp, layout.train_all)
     if not with_jepa or n < 2:
-        return Unit(segments)
+        return Unit(segments, docs=docs)
 
     def encoding(i: int) -> tuple[int, int]:
         """(segment, length) whose first `length` tokens are `bos v_i marker` alone; copy if none."""
@@ -165,7 +171,7 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     for src, tgt in directed:
         seg, length = encoding(tgt)
         pairs.append((preds[src], (seg, length - 1)))
-    return Unit(segments, pairs)
+    return Unit(segments, pairs, docs)
 
 
 @dataclass
@@ -178,6 +184,8 @@ class PackedRow:
     ctx_end: list[int]
     pairs: list[tuple[int, int]]  # (pred index, target index) within the row
     n_units: int = 0
+    # STP documents within the row: (Text start, Text end, Code start, Code end)
+    docs: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     @property
     def n_real(self) -> int:
@@ -233,6 +241,9 @@ def _materialise(units: list[Unit], seq_len: int, sp: Specials) -> PackedRow:
             seg_id += 1
         for (ps, pi), (ts, ti) in unit.pairs:
             row.pairs.append((starts[ps] + pi, starts[ts] + ti))
+        for s, (text_start, text_end), (code_start, code_end) in unit.docs:
+            at = starts[s]
+            row.docs.append((at + text_start, at + text_end, at + code_start, at + code_end))
     pad = seq_len - len(row.input_ids)
     row.input_ids += [sp.pad] * pad
     row.labels += [IGNORE] * pad

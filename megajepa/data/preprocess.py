@@ -41,6 +41,7 @@ def packing_signature(cfg) -> dict:
 def open_checked(cfg, tokenizer):
     """The run's shards (data.shards) after refusing any mismatch with its tokenizer or packing."""
     from megajepa.data.shards import ShardRows
+    from megajepa.data.stp import StpSampling
     manifest = read_manifest(cfg.data.shards)
     # a layout key newer than the shards did not exist when they were packed: they were packed at its default
     manifest["packing"] = {**dataclasses.asdict(LayoutConfig()), **manifest["packing"]}
@@ -49,7 +50,7 @@ def open_checked(cfg, tokenizer):
     if skipped and cfg.data.on_bad_record == "error":  # the run's policy holds for records skipped earlier too
         raise RecordError(f"data.on_bad_record=error, but the shards in {cfg.data.shards} were written skipping "
                           f"{skipped} bad record(s); first: {manifest['counts']['first_skipped'][0]}")
-    return ShardRows(cfg.data.shards, cfg.seed)
+    return ShardRows(cfg.data.shards, cfg.seed, StpSampling.from_run(cfg))
 
 
 def shard_tokenizer_path(cfg) -> str:

@@ -2,8 +2,9 @@
 
 A shard directory holds `manifest.json` (tokenizer hash, packing signature, counts, shard list, the
 dtype of each file), the tokenizer, and per shard `NAME.{field}.bin`: one [rows, seq_len] array per
-per-token field of PackedRow, plus the JEPA pair index: `NAME.pairs.bin` [pairs, 2] (row-local
-positions) and `NAME.pair_offsets.bin` int64 [rows + 1] (row i owns pairs[offsets[i]:offsets[i+1]]).
+per-token field of PackedRow, plus two per-row lists: the JEPA pair index `NAME.pairs.bin` [pairs, 2]
+(row-local positions) with `NAME.pair_offsets.bin` int64 [rows + 1] (row i owns pairs[offsets[i]:offsets[i+1]]),
+and the STP documents `NAME.docs.bin` [docs, 4] with `NAME.doc_offsets.bin` (data/stp.py samples from them).
 Each field takes the smallest integer type its range allows (`field_dtypes`): 12 bytes per token for
 a vocabulary up to 32768 and rows up to 32767 tokens, instead of 24 at int32.
 """
@@ -19,11 +20,13 @@ from megajepa.data.collate import FIELDS, collate_arrays
 from megajepa.data.examples import RecordError
 from megajepa.data.packing import IGNORE, PackedRow
 from megajepa.data.permutation import FeistelShuffle
+from megajepa.data.stp import StpSampling, add_stp_samples
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: per-field dtypes
+FORMAT_VERSION = 3  # 2: per-field dtypes; 3: STP documents
 DTYPE = np.int32  # in memory; on disk per field_dtypes
-META = ("position_ids", "seg", "ctx_seg", "ctx_end", "pairs")  # values in [-1, seq_len]
+META = ("position_ids", "seg", "ctx_seg", "ctx_end", "pairs", "docs")  # values in [-1, seq_len]
+LISTS = {"pairs": 2, "docs": 4}  # per-row lists: width of one entry (PackedRow.pairs, PackedRow.docs)
 
 
 def field_dtypes(vocab_size: int | None = None, seq_len: int | None = None) -> dict[str, str]:
@@ -42,18 +45,24 @@ def _cast(array: np.ndarray, dtype: str, what: str) -> np.ndarray:
     return array.astype(dtype)
 
 
+def _counts(name: str) -> str:
+    return name[:-1] + "_counts"  # pairs -> pair_counts
+
+
 def rows_to_arrays(rows: list[PackedRow]) -> dict[str, np.ndarray]:
-    """Rows -> the on-disk arrays: each per-token field [n, seq_len], pairs [P, 2], pair_counts [n]."""
+    """Rows -> the on-disk arrays: each per-token field [n, seq_len]; each per-row list (LISTS) flat
+    [P, width] with its per-row counts [n] (pairs/pair_counts, docs/doc_counts)."""
     arrays = {f: np.asarray([getattr(r, f) for r in rows], dtype=DTYPE) for f in FIELDS}
-    arrays["pairs"] = np.asarray([p for r in rows for p in r.pairs], dtype=DTYPE).reshape(-1, 2)
-    arrays["pair_counts"] = np.asarray([len(r.pairs) for r in rows], dtype=np.int64)
+    for name, width in LISTS.items():
+        arrays[name] = np.asarray([p for r in rows for p in getattr(r, name)], dtype=DTYPE).reshape(-1, width)
+        arrays[_counts(name)] = np.asarray([len(getattr(r, name)) for r in rows], dtype=np.int64)
     return arrays
 
 
 def _split(arrays: dict, n: int) -> tuple[dict, dict]:
-    k = int(arrays["pair_counts"][:n].sum())
-    head = {f: (a[:k] if f == "pairs" else a[:n]) for f, a in arrays.items()}
-    tail = {f: (a[k:] if f == "pairs" else a[n:]) for f, a in arrays.items()}
+    cut = {name: int(arrays[_counts(name)][:n].sum()) for name in LISTS}
+    head = {f: a[:cut.get(f, n)] for f, a in arrays.items()}
+    tail = {f: a[cut.get(f, n):] for f, a in arrays.items()}
     return head, tail
 
 
@@ -83,10 +92,12 @@ class ShardWriter:
         block, rest = _split(merged, n)
         self._parts, self._rows = ([rest] if self._rows > n else []), self._rows - n
         name = f"shard_{len(self.shards):05d}"
-        for f in (*FIELDS, "pairs"):
+        for f in (*FIELDS, *LISTS):
             _cast(block[f], self.dtypes[f], f"{name}.{f}").tofile(self._path(name, f))
-        np.concatenate([[0], np.cumsum(block["pair_counts"])]).astype(np.int64).tofile(self._path(name, "pair_offsets"))
+        for f in LISTS:
+            np.concatenate([[0], np.cumsum(block[_counts(f)])]).astype(np.int64).tofile(self._path(name, _offsets(f)))
         self.shards.append({"name": name, "rows": n, "pairs": int(block["pairs"].shape[0]),
+                            "docs": int(block["docs"].shape[0]),
                             "tokens": int((block["seg"] >= 0).sum()),
                             "labelled_tokens": int((block["labels"] != IGNORE).sum())})
 
@@ -101,9 +112,13 @@ class ShardWriter:
     def discard(self) -> None:
         """Remove every shard file written: a refused corpus leaves no shard set behind."""
         for shard in self.shards:
-            for f in (*FIELDS, "pairs", "pair_offsets"):
+            for f in (*FIELDS, *LISTS, *map(_offsets, LISTS)):
                 if os.path.exists(self._path(shard["name"], f)):
                     os.remove(self._path(shard["name"], f))
+
+
+def _offsets(name: str) -> str:
+    return name[:-1] + "_offsets"  # pairs -> pair_offsets
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
@@ -145,17 +160,18 @@ class ShardRows:
     """Every row of a shard directory, memory-mapped; epoch e visits them in a permutation seeded by
     (seed, e). Implements the loader's row-source interface: num_rows(epoch), batch(epoch, start, n)."""
 
-    def __init__(self, shard_dir: str, seed: int):
-        self.dir, self.seed = shard_dir, seed
+    def __init__(self, shard_dir: str, seed: int, stp: StpSampling | None = None):
+        self.dir, self.seed, self.stp = shard_dir, seed, stp
         self.manifest = read_manifest(shard_dir)
         self.seq_len = self.manifest["packing"]["seq_len"]
         dtypes = self.manifest.get("dtypes") or field_dtypes()
-        self.arrays, self.pairs, self.offsets, sizes = [], [], [], []
+        self.arrays, self.lists, sizes = [], [], []
         for shard in self.manifest["shards"]:
             rows, name = shard["rows"], shard["name"]
             self.arrays.append({f: self._map(name, f, (rows, self.seq_len), dtypes[f]) for f in FIELDS})
-            self.pairs.append(self._map(name, "pairs", (shard["pairs"], 2), dtypes["pairs"]))
-            self.offsets.append(self._map(name, "pair_offsets", (rows + 1,), np.int64))
+            self.lists.append({f: (self._map(name, f, (shard[f], width), dtypes[f]),
+                                   self._map(name, _offsets(f), (rows + 1,), np.int64))
+                               for f, width in LISTS.items()})
             sizes.append(rows)
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.total = int(self.starts[-1])
@@ -189,11 +205,19 @@ class ShardRows:
         """Row `index` in written order, as the packer made it."""
         s, i = self._locate(index)
         fields = {f: self.arrays[s][f][i].tolist() for f in FIELDS}
-        pairs = [tuple(p) for p in self.pairs[s][self.offsets[s][i]:self.offsets[s][i + 1]].tolist()]
-        return PackedRow(**fields, pairs=pairs)
+        lists = {f: [tuple(p) for p in self._list(f, s, i).tolist()] for f in LISTS}
+        return PackedRow(**fields, **lists)
+
+    def _list(self, name: str, shard: int, i: int) -> np.ndarray:
+        """Row i of `shard`'s entries of a per-row list (LISTS)."""
+        values, offsets = self.lists[shard][name]
+        return values[offsets[i]:offsets[i + 1]]
 
     def batch(self, epoch: int, start: int, count: int) -> dict[str, torch.Tensor]:
-        """collate over those rows, read straight from the memory maps."""
+        """collate over those rows, read straight from the memory maps (STP samples as PackedEpochs.batch)."""
         located = [self._locate(int(i)) for i in self.order(epoch)[start:start + count]]
         fields = {f: np.stack([self.arrays[s][f][i] for s, i in located]) for f in FIELDS}
-        return collate_arrays(fields, [self.pairs[s][self.offsets[s][i]:self.offsets[s][i + 1]] for s, i in located])
+        batch = collate_arrays(fields, [self._list("pairs", s, i) for s, i in located])
+        if self.stp is not None:
+            add_stp_samples(batch, [self._list("docs", s, i) for s, i in located], epoch, start, self.stp)
+        return batch

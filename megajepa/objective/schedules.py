@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megajepa.config import JepaConfig
+from megajepa.config import JepaConfig, StpConfig
 
 MICRO_BATCH_DROPOUT_STREAM = 0x6A726174  # "jrat": keeps these draws apart from every other use of the run seed
 
@@ -35,13 +35,16 @@ def micro_batch_kept(drop_probability: float, seed: int, step: int, micro_step: 
 class TermWeights:
     lam: float  # the JEPA term's weight in force (0 for a micro-batch the paper dropout drops)
     reg: float  # the regularizer's
+    stp: float = 0.0  # the STP term's (0: off)
 
 
-def term_weights(jepa: JepaConfig, step: int, seed: int = 0, micro_step: int = 0) -> TermWeights:
+def term_weights(jepa: JepaConfig, step: int, seed: int = 0, micro_step: int = 0,
+                 stp: StpConfig | None = None) -> TermWeights:
     """The weights of (step, micro_step), for the objective and the logs alike: each warmed up; under
     dropout_weighting=paper lambda is 0 for a dropped micro-batch, not renormalised (expected weight
     lambda * (1 - dropout))."""
     lam = warmed(jepa.lam, jepa.lambda_min, jepa.lambda_warmup_steps, step)
     if jepa.dropout_weighting == "paper" and not micro_batch_kept(jepa.dropout, seed, step, micro_step):
         lam = 0.0
-    return TermWeights(lam, warmed(jepa.reg_weight, jepa.reg_min, jepa.reg_warmup_steps, step))
+    stp_weight = warmed(stp.lam, stp.lambda_min, stp.lambda_warmup_steps, step) if stp is not None else 0.0
+    return TermWeights(lam, warmed(jepa.reg_weight, jepa.reg_min, jepa.reg_warmup_steps, step), stp_weight)

@@ -20,6 +20,7 @@ from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.records import view_specs
 from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
+from megajepa.data.stp import StpSampling
 from megajepa.data.tokenizer import Tokenizer, load_tokenizer
 from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, corpus_fingerprint, load_or_train, recorded_fingerprint
 from megajepa.eval.periodic import PeriodicEval
@@ -104,7 +105,7 @@ def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
     objective = HybridObjective(model, cfg.jepa, use_flex=use_flex_attention(device),
                                 gather_targets=gather_across_ranks if infonce_across_ranks else None,
                                 compile_losses=t.compile, seed=cfg.seed,
-                                reduce=autograd_all_reduce if world > 1 else None)
+                                reduce=autograd_all_reduce if world > 1 else None, stp=cfg.stp)
     engine = build_engine(objective, ds, t.weight_decay)
     return Built(cfg, rank, world, device, tokenizer, loader, model_cfg, objective, engine, evaluator, resume_from)
 
@@ -129,7 +130,7 @@ def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
         corpus.check_kept(cfg, len(records), report, 0)
     epochs = PackedEpochs(examples, Specials.from_tokenizer(tokenizer), LayoutConfig.from_run(cfg),
                           cfg.data.seq_len, cfg.seed, cfg.jepa.example_dropout, cfg.jepa.lam > 0, cfg.data.on_bad_record,
-                          report)
+                          report, stp=StpSampling.from_run(cfg))
     if report.total:
         log.warning("skipped %d bad record(s) %s; first: %s", report.total, report.counts, report.first[:5])
     rows = epochs.rows(0)

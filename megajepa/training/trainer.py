@@ -13,7 +13,7 @@ from megajepa import distributed
 from megajepa.config import RunConfig
 from megajepa.data.packing import IGNORE
 from megajepa.model.flops import batch_train_flops, throughput_scalars
-from megajepa.objective.hybrid import regularized, total_loss
+from megajepa.objective.hybrid import regularized, stp_on, total_loss
 from megajepa.objective.schedules import TermWeights, term_weights
 from megajepa.training.build import Built, build
 from megajepa.training.checkpoint import store as checkpoint
@@ -44,6 +44,7 @@ class Trainer:
         self.objective, self.engine, self.evaluator = b.objective, b.engine, b.evaluator
         self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
+        self._stp_vectors = None  # the last micro-batch's STP displacements and sample weights, for the monitor
         self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())
         self.step_log = StepLog(self.cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
@@ -80,13 +81,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def _global_counts(self, batches) -> torch.Tensor:
-        """Labelled tokens, JEPA pairs, real tokens, model FLOPs and (rank, micro-batch) entries over the
-        whole step on every rank (one all-reduce of host-side counts: no device sync)."""
+        """Labelled tokens, JEPA pairs, real tokens, model FLOPs, (rank, micro-batch) entries, STP sample
+        weight and STP documents too short for stp.mode over the whole step on every rank (one all-reduce of
+        host-side counts: no device sync)."""
         counts = torch.tensor([sum(float((b["labels"] != IGNORE).sum()) for b in batches),
                                sum(float(b["pair_mask"].sum()) for b in batches),
                                sum(float((b["seg"] >= 0).sum()) for b in batches),
                                sum(float(batch_train_flops(self.model_cfg, b)) for b in batches),
-                               float(len(batches))], device=self.device)
+                               float(len(batches)),
+                               sum(float(b["stp_weight"].sum()) for b in batches if "stp_weight" in b),
+                               sum(float(b["stp_skipped"]) for b in batches if "stp_skipped" in b)],
+                              device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
         return counts
@@ -99,15 +104,18 @@ class Trainer:
         # Per-micro-batch denominators: the engine averages over ranks and accumulation steps.
         scale = self.world * self.cfg.train.grad_accum
         ntp_den, jepa_den = counts[0].clamp_min(1) / scale, counts[1].clamp_min(1) / scale
-        sums = torch.zeros(4, device=self.device)
+        stp_den = torch.where(counts[5] > 0, counts[5], torch.ones_like(counts[5])) / scale  # weights may be < 1
+        sums = torch.zeros(5, device=self.device)
         for micro_step, batch in enumerate(batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step, micro_step)
+            loss, stats = self.engine(batch, ntp_den, jepa_den, self.step, micro_step, stp_denominator=stp_den)
             self.engine.backward(poison(loss))  # a non-finite loss gets NaN gradients: the engine skips the update
             self.engine.step()
             sums += torch.stack([stats["ntp_sum"].float(), stats["jepa_sum"].float(), stats["cos_sum"].float(),
-                                 stats["reg"].float()])
+                                 stats["reg"].float(), stats.get("stp_sum", sums.new_zeros(())).float()])
             self._embeddings = (stats["pred"], stats["target"], batch["pair_mask"])
+            if "stp_vectors" in stats:
+                self._stp_vectors = (stats["stp_vectors"], batch["stp_weight"])
         weights = self.step_weights(self.step)
         self.step += 1
         if self.world > 1:  # every step: losses.jsonl and the non-finite check need the global loss
@@ -117,7 +125,8 @@ class Trainer:
     def step_weights(self, step: int) -> TermWeights:
         """The loss weights a step trained with, as its logs report them: the mean over its micro-steps
         (they differ only where the paper dropout drops some micro-batches and keeps others)."""
-        each = [term_weights(self.cfg.jepa, step, self.cfg.seed, m) for m in range(self.cfg.train.grad_accum)]
+        each = [term_weights(self.cfg.jepa, step, self.cfg.seed, m, self.cfg.stp)
+                for m in range(self.cfg.train.grad_accum)]
         return _mean_weights(each)
 
     def _record_step(self, out: dict) -> bool:
@@ -127,9 +136,11 @@ class Trainer:
         jepa = sums[1] / max(counts[1], 1)
         reg = sums[3] / max(counts[4], 1)  # a micro-batch's R is already global: mean over micro-batch entries
         w = out["weights"]
-        terms = {"loss": total_loss(j, w, lm, jepa, reg), "lm": lm, "jepa": jepa,
-                 **({"reg": reg} if regularized(j) else {}), "lambda": w.lam,
-                 **({"reg_weight": w.reg} if regularized(j) else {}),
+        stp = sums[4] / (counts[5] or 1)
+        terms = {"loss": total_loss(j, w, lm, jepa, reg, stp), "lm": lm, "jepa": jepa,
+                 **({"reg": reg} if regularized(j) else {}), **({"stp": stp} if stp_on(self.cfg.stp) else {}),
+                 "lambda": w.lam, **({"reg_weight": w.reg} if regularized(j) else {}),
+                 **({"stp_weight": w.stp} if stp_on(self.cfg.stp) else {}),
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
         skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
         self.step_log.write({"step": self.step, **terms, "lr": self.lr(), "skipped": skipped,
@@ -154,10 +165,14 @@ class Trainer:
         jepa = (sums[1] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         cos = (sums[2] / counts[1].clamp_min(1)).item() if n_pairs else 0.0
         reg = (sums[3] / counts[4].clamp_min(1)).item()
+        stp = (sums[4] / counts[5]).item() if counts[5].item() > 0 else 0.0
         j, w = self.cfg.jepa, _mean_weights(self._interval_weights)
         self._interval_weights = []
-        scalars = {"loss/total": total_loss(j, w, lm, jepa, reg), "loss/lm": lm, "loss/jepa": jepa, "loss/reg": reg,
-                   "weight/lambda": w.lam, "weight/reg": w.reg, "jepa/cosine": cos, "lr": self.lr(),
+        scalars = {"loss/total": total_loss(j, w, lm, jepa, reg, stp), "loss/lm": lm, "loss/jepa": jepa,
+                   "loss/reg": reg, **self._stp_scalars(stp, counts[6].item()),
+                   "weight/lambda": w.lam, "weight/reg": w.reg,
+                   **({"weight/stp": w.stp} if stp_on(self.cfg.stp) else {}),
+                   "jepa/cosine": cos, "lr": self.lr(),
                    "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
                    "throughput/tokens_per_s": counts[2].item() / max(elapsed, 1e-9),
                    **throughput_scalars(counts[3].item(), elapsed, self.device, self.world),
@@ -166,8 +181,14 @@ class Trainer:
         self.data_wait_s = 0.0
         if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
             scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
+        if stp_on(self.cfg.stp) and self._stp_vectors is not None:  # collective too
+            scalars.update(self.monitor.displacements(*self._stp_vectors))
         self.logger.log(self.step, scalars)
         self.last_scalars.update(scalars)
+
+    def _stp_scalars(self, stp: float, skipped: float) -> dict[str, float]:
+        """loss/stp and the documents too short for stp.mode (no sample drawn) over the log interval."""
+        return {"loss/stp": stp, "stp/skipped_documents": skipped} if stp_on(self.cfg.stp) else {}
 
     def evaluate(self) -> None:
         """Greedy generation on the eval set (every rank, collectively), scores logged on rank 0."""
@@ -222,4 +243,5 @@ def _mean_weights(weights: list[TermWeights]) -> TermWeights:
     """The mean of some steps' weights; equal weights come back as they are (no rounding of a constant)."""
     if all(w == weights[0] for w in weights):
         return weights[0]
-    return TermWeights(sum(w.lam for w in weights) / len(weights), sum(w.reg for w in weights) / len(weights))
+    n = len(weights)
+    return TermWeights(sum(w.lam for w in weights) / n, sum(w.reg for w in weights) / n, sum(w.stp for w in weights) / n)

@@ -6,7 +6,8 @@ data-parallel rank:
   cos_pred_target mean cosine between each Pred and its own target
   cos_pred_other  mean cosine between each Pred and every non-matching target
 A warning is logged when an effective rank falls below `warn_fraction` x the embedding width (capped
-by the number of embeddings, which bounds the rank).
+by the number of embeddings, which bounds the rank). STP runs also log the effective rank of the sampled
+hidden-state displacements (both vectors of every sample; data/stp.py), `collapse/erank_stp`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import logging
 
 import torch
 
-from megajepa.objective.geometry import collapse_stats, gather_valid
+from megajepa.objective.geometry import collapse_stats, effective_rank, gather_valid
 
 log = logging.getLogger("megajepa")
 
@@ -43,3 +44,9 @@ class CollapseMonitor:
                         pred.shape[0], "" if self.collapsed_intervals == 1 else
                         f" (for {self.collapsed_intervals} log intervals)")
         return stats
+
+    def displacements(self, vectors: torch.Tensor, weight: torch.Tensor) -> dict[str, float]:
+        """Collective: {collapse/erank_stp} over the STP vectors [S, 2, D] of real samples (weight > 0) on every
+        rank; empty when fewer than 2."""
+        rows = gather_valid(vectors.reshape(-1, vectors.shape[-1]), weight.to(vectors.device).repeat_interleave(2))
+        return {"collapse/erank_stp": effective_rank(rows)} if rows.shape[0] >= 2 else {}
