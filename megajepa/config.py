@@ -84,6 +84,7 @@ class JepaConfig:
     lambda_warmup_steps: int = 0
     lambda_min: float = 0.0
     collapse_warn_fraction: float = 0.05  # warn when effective rank < this x embedding width
+    collapse_cos_margin: float = 0.05  # after warm-up, warn when cos(Pred, own) - cos(Pred, others) < this (0: off)
     # Anti-collapse term R on the pair embeddings (objective/regularizers.py), weighted by reg_weight.
     regularizer: Literal["none", "sigreg", "vicreg"] = "none"
     reg_weight: float = 0.0
@@ -331,6 +332,8 @@ def validate(cfg: RunConfig) -> None:
                        ("jepa.reg_warmup_steps", j.reg_warmup_steps)):
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+    if not 0.0 <= j.collapse_cos_margin <= 2.0:
+        raise ConfigError(f"jepa.collapse_cos_margin must be in [0, 2], got {j.collapse_cos_margin}")
     if d.train_all_views != "all" and not d.train_all:
         raise ConfigError(f"data.train_all_views={d.train_all_views} chooses among train_all's streams; set "
                           "data.train_all=true")

@@ -66,6 +66,30 @@ def test_a_lasting_collapse_warns_once_per_ten_intervals(caplog):
     assert "for 11 log intervals" in warned[1]
 
 
+def test_warns_when_pred_is_as_close_to_other_targets_after_warm_up(caplog):
+    """Few pairs (loss dropout): the rank threshold (5% of 12 embeddings) is below 1, so it cannot fire, but
+    every Pred is as close to the other targets as to its own; the warning waits for the warm-up to end."""
+    g = torch.Generator().manual_seed(4)
+    basis = torch.randn(3, 32, generator=g)
+    few = torch.randn(12, 3, generator=g).abs() @ basis + 10 * torch.randn(1, 32, generator=g)
+    target = few + 1e-3 * torch.randn(12, 32, generator=g)
+    monitor = CollapseMonitor(width=32, warn_fraction=0.05, cos_margin=0.05, after_step=30)
+    stats = collapse_stats(few, target)
+    assert stats["collapse/erank_enc"] > 0.05 * 12  # the rank rule alone would stay silent
+    assert stats["collapse/cos_pred_target"] - stats["collapse/cos_pred_other"] < 0.05  # (a direct check of the data)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        monitor(few, target, torch.ones(12), step=30)
+        assert not caplog.records  # still in warm-up
+        monitor(few, target, torch.ones(12), step=40)
+    assert any("step 40" in r.getMessage() and "collapse_cos_margin" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    healthy = torch.randn(12, 32, generator=g)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        CollapseMonitor(32, 0.05, 0.05, after_step=30)(healthy, healthy + 0.1 * torch.randn(12, 32, generator=g),
+                                                         torch.ones(12), step=40)
+    assert not caplog.records
+
+
 def rank_embeddings(rank):
     """Rank r: 3 or 5 valid pairs in a padded bucket of 8 (padding rows are garbage on purpose)."""
     g = torch.Generator().manual_seed(10 + rank)

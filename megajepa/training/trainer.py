@@ -42,7 +42,8 @@ class Trainer:
         self.rank, self.world, self.device = b.rank, b.world, b.device
         self.tokenizer, self.loader, self.model_cfg = b.tokenizer, b.loader, b.model_cfg
         self.objective, self.engine, self.evaluator = b.objective, b.engine, b.evaluator
-        self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction)
+        self.monitor = CollapseMonitor(self.model_cfg.dim, self.cfg.jepa.collapse_warn_fraction,
+                                       self.cfg.jepa.collapse_cos_margin, after_step=self.cfg.train.warmup_steps)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
         self._stp_vectors = None  # the last micro-batch's STP displacements and sample weights, for the monitor
         self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())

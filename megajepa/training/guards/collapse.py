@@ -6,8 +6,12 @@ data-parallel rank:
   cos_pred_target mean cosine between each Pred and its own target
   cos_pred_other  mean cosine between each Pred and every non-matching target
 A warning is logged when an effective rank falls below `warn_fraction` x the embedding width (capped
-by the number of embeddings, which bounds the rank). STP runs also log the effective rank of the sampled
-hidden-state displacements (both vectors of every sample; data/stp.py), `collapse/erank_stp`.
+by the number of embeddings, which bounds the rank), or, once `after_step` (the LR warm-up) has passed,
+when Pred is no closer to its own target than to the others' (cos_pred_target - cos_pred_other below
+`cos_margin`): with few pairs per micro-batch (loss dropout) a collapsed set keeps an effective rank of
+2-3, above any useful rank threshold, and only the cosines show that the term has stopped teaching.
+STP runs also log the effective rank of the sampled hidden-state displacements (both vectors of
+every sample; data/stp.py), `collapse/erank_stp`.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ log = logging.getLogger("megajepa")
 class CollapseMonitor:
     REPEAT = 10  # while collapsed, repeat the warning every this many log intervals, not every one
 
-    def __init__(self, width: int, warn_fraction: float):
+    def __init__(self, width: int, warn_fraction: float, cos_margin: float = 0.0, after_step: int = 0):
         self.width, self.warn_fraction = width, warn_fraction
+        self.cos_margin, self.after_step = cos_margin, after_step
         self.collapsed_intervals = 0
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, step: int,
@@ -35,14 +40,16 @@ class CollapseMonitor:
             return {}
         stats = collapse_stats(pred, target)
         threshold = self.warn_fraction * min(self.width, pred.shape[0])
-        low = [n for n in ("collapse/erank_enc", "collapse/erank_pred") if stats[n] < threshold]
+        low = [f"{n} = {stats[n]:.2f} below {threshold:.2f} (jepa.collapse_warn_fraction {self.warn_fraction:g} x "
+               f"min(width {self.width}, {pred.shape[0]} embeddings))"
+               for n in ("collapse/erank_enc", "collapse/erank_pred") if stats[n] < threshold]
+        margin = stats["collapse/cos_pred_target"] - stats["collapse/cos_pred_other"]
+        if step > self.after_step and margin < self.cos_margin:
+            low.append(f"cos_pred_target - cos_pred_other = {margin:.3f} below jepa.collapse_cos_margin {self.cos_margin:g}")
         self.collapsed_intervals = self.collapsed_intervals + 1 if low else 0
         if warn and low and self.collapsed_intervals % self.REPEAT == 1:
-            log.warning("step %d: %s below %.2f (jepa.collapse_warn_fraction %g x min(width %d, %d embeddings)): "
-                        "the JEPA embeddings may be collapsing%s", step,
-                        ", ".join(f"{n} = {stats[n]:.2f}" for n in low), threshold, self.warn_fraction, self.width,
-                        pred.shape[0], "" if self.collapsed_intervals == 1 else
-                        f" (for {self.collapsed_intervals} log intervals)")
+            log.warning("step %d: %s: the JEPA embeddings may be collapsing%s", step, "; ".join(low),
+                        "" if self.collapsed_intervals == 1 else f" (for {self.collapsed_intervals} log intervals)")
         return stats
 
     def displacements(self, vectors: torch.Tensor, weight: torch.Tensor) -> dict[str, float]:

@@ -107,7 +107,7 @@ def summary(run_dir: str, step: int, last: dict, tokens_per_s: float | None, col
     lines = [f"run finished: {step} steps, final {terms}",
              f"  throughput: {tokens_per_s:.0f} tokens/s (last log interval)" if tokens_per_s else None,
              f"  skipped steps: {last.get('skipped_total', 0)}",
-             f"  collapse: {'warning (an effective rank fell below jepa.collapse_warn_fraction)' if collapsed else 'ok'}",
+             f"  collapse: {'warning (an effective rank fell below jepa.collapse_warn_fraction, or Pred was as close to the other targets as to its own)' if collapsed else 'ok'}",
              "  eval: " + " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in eval_scores.items())
              if eval_scores else None,
              f"  checkpoint: {checkpoint}",
