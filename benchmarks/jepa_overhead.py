@@ -201,7 +201,7 @@ def packed_scheme(model, examples, sp, layout, seq_len, rows_per_batch, jepa: Je
 def same_objective_check(model, examples, sp, layout, args, ref_a: dict) -> dict:
     """Packed hybrid sums over the reference's examples vs scheme A's: the same objective, to rounding."""
     step, batches, _ = packed_scheme(model, examples, sp, layout, args.seq_len, args.rows_per_batch,
-                                     JepaConfig(lam=1.0, predictors=args.predictors), True)
+                                     JepaConfig.paper(lam=1.0, predictors=args.predictors), True)
     _, totals = run_once(step, batches)
     return {"jepa_sum_rel_diff_vs_ref_a": abs(totals["jepa_sum"] - ref_a["jepa_sum"]) / max(ref_a["jepa_sum"], 1e-9),
             "ntp_sum_rel_diff_vs_ref_a": abs(totals["ntp_sum"] - ref_a["ntp_sum"]) / ref_a["ntp_sum"]}
@@ -255,9 +255,9 @@ def main(argv=None) -> int:
           f"{min(args.ref_examples or n, n)}; paraphrase case: {len(para)} synthetic paraphrase groups")
     print(f"{describe(model_cfg)}; k={args.predictors}; torch threads {torch.get_num_threads()}")
 
-    jepa = JepaConfig(lam=1.0, predictors=args.predictors)
-    sigreg_cfg = JepaConfig(lam=1.0, predictors=args.predictors, regularizer="sigreg", reg_weight=0.1)
-    ntp_cfg = JepaConfig(lam=0.0, predictors=args.predictors)
+    jepa = JepaConfig.paper(lam=1.0, predictors=args.predictors)
+    sigreg_cfg = JepaConfig.paper(lam=1.0, predictors=args.predictors, regularizer="sigreg", reg_weight=0.1)
+    ntp_cfg = JepaConfig.paper(lam=0.0, predictors=args.predictors)
     stp_cfg = StpConfig(lam=0.02, mode="random_span")  # the reference's NL-RX setting
     layout = LayoutConfig(predictors=args.predictors)
     p_layout = LayoutConfig(predictors=args.predictors, train_all=True, pairs="chain")

@@ -72,7 +72,7 @@ def build(variant: str, cfg: ModelArchitecture, weights: dict | None = None, dty
     import transformers
     torch.manual_seed(0)
     if variant.startswith("ours"):
-        model = HybridObjective(Transformer(cfg), JepaConfig(), compile_losses=variant == "ours_compiled")
+        model = HybridObjective(Transformer(cfg), JepaConfig.paper(), compile_losses=variant == "ours_compiled")
         if weights is not None:
             model.model.load_state_dict(weights)
         if variant == "ours_compiled":

@@ -64,15 +64,19 @@ class ModelConfig:
 
 @dataclass
 class JepaConfig:
+    """The defaults are megajepa's default objective, chosen by measurement (README, "The default objective"):
+    the paper's cosine term at lambda 0.1 on a quarter of the examples (dropout 0.75), kept from collapsing by
+    SIGReg at weight 0.1. `JepaConfig.paper()` is the paper's bare objective (lambda 1, every example, no
+    regulariser), which collapses from random init."""
     # `lambda` is a Python keyword: the file/CLI key is `jepa.lambda`, the attribute `lam`.
-    lam: float = 1.0
+    lam: float = 0.1
     gamma: float = 1.0
     predictors: int = 1  # k predictor tokens appended after Text (0: Enc(Text) predicts directly)
     distance: Distance = "cosine"
     temperature: float = 0.07  # infonce only
     pred_position: PredPosition = "end"
     reverse: bool = False  # Code predicts Text
-    dropout: float = 0.0  # probability alpha that the JEPA term is dropped (per example or micro-batch: dropout_weighting)
+    dropout: float = 0.75  # probability alpha that the JEPA term is dropped (per example or micro-batch: dropout_weighting)
     # renormalize: each example packed without views with probability alpha, JEPA the mean over kept pairs;
     # paper: a whole micro-batch drops the term with probability alpha (seeded by run seed, step, micro-step),
     # not renormalised, so its expected weight is lambda * (1 - alpha): the reference's --jepa_ratio = 1 - alpha
@@ -86,14 +90,20 @@ class JepaConfig:
     collapse_warn_fraction: float = 0.05  # warn when effective rank < this x embedding width
     collapse_cos_margin: float = 0.05  # after warm-up, warn when cos(Pred, own) - cos(Pred, others) < this (0: off)
     # Anti-collapse term R on the pair embeddings (objective/regularizers.py), weighted by reg_weight.
-    regularizer: Literal["none", "sigreg", "vicreg"] = "none"
-    reg_weight: float = 0.0
+    regularizer: Literal["none", "sigreg", "vicreg"] = "sigreg"
+    reg_weight: float = 0.1
     reg_warmup_steps: int = 0  # the same linear warm-up for reg_weight, from reg_min (0: off)
     reg_min: float = 0.0
     reg_on: Literal["both", "target", "pred"] = "both"  # which embeddings form Z: Enc and Pred, or one of them
     sigreg_directions: int = 256  # M random unit directions, fresh each step (LeJEPA: 256 or 1024)
     sigreg_knots: int = 17  # trapezoid knots on t in [0, sigreg_t_max]
     sigreg_t_max: float = 3.0
+
+    @classmethod
+    def paper(cls, **overrides) -> "JepaConfig":
+        """The LLM-JEPA paper's objective: gamma * NTP + lambda * (1 - cos), lambda 1, on every example, no
+        regulariser (`overrides` change any field)."""
+        return cls(**{"lam": 1.0, "dropout": 0.0, "regularizer": "none", "reg_weight": 0.0, **overrides})
 
     @property
     def example_dropout(self) -> float:

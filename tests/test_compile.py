@@ -26,7 +26,7 @@ def loss_and_grads(objective, batch):
 @pytest.mark.slow
 @pytest.mark.parametrize("distance", ["cosine", "infonce"])
 def test_compiled_objective_equals_eager(distance):
-    jepa = JepaConfig(distance=distance, lam=2.0)
+    jepa = JepaConfig.paper(distance=distance, lam=2.0)
     eager = HybridObjective(tiny_model(seed=5).train(), jepa)
     compiled = HybridObjective(copy.deepcopy(eager.model), jepa, compile_losses=True)
     compile_layers(compiled.model.layers)

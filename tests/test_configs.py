@@ -59,6 +59,7 @@ def test_paper_settings(tmp_path, name):
     cfg = _load(os.path.join("paper", name), f"model.init_from_hf={tmp_path}")
     assert (cfg.jepa.lam, cfg.jepa.predictors, cfg.train.lr) == PAPER[name]
     assert cfg.data.label_prompt and cfg.data.system_prompt and cfg.jepa.embed_at == "last"
+    assert (cfg.jepa.dropout, cfg.jepa.regularizer) == (0.0, "none")  # the reference's term, not our default
     assert cfg.data.sources[0]["path"].startswith("data/llm-jepa/") and cfg.data.tokenizer is None
 
 

@@ -69,7 +69,7 @@ def test_views_from_fields_equal_separate_passes(fields):
 
 def test_loss_and_gradients_equal_unpacked():
     layout, exs = LayoutConfig(predictors=2), examples(seed=11)
-    jepa = JepaConfig(lam=0.7, gamma=1.3, predictors=2)
+    jepa = JepaConfig.paper(lam=0.7, gamma=1.3, predictors=2)
     packed_model, reference = tiny_model(seed=6), tiny_model(seed=6)
     one = torch.tensor(1.0)
     loss, _ = HybridObjective(packed_model, jepa)(packed(exs, layout), one, one)
@@ -132,7 +132,8 @@ def run_config(root):
     return load_config(None, [f"output_dir={root}/run", f"data.sources=[{root}/train.jsonl]",
                               "data.views=[{field: text, role: user}, {field: code, role: assistant}]",
                               "data.vocab_size=384", "data.seq_len=128", "model.dim=64", "model.n_layers=1",
-                              "model.ffn_dim=128", "train.max_steps=4", "train.warmup_steps=1", "train.log_interval=1"])
+                              "model.ffn_dim=128", "train.max_steps=4", "train.warmup_steps=1", "train.log_interval=1",
+                              "jepa.dropout=0"])  # every example's pair packed
 
 
 def test_the_training_data_path_packs_stream_plus_text_and_code_copies(tmp_path):

@@ -26,7 +26,7 @@ def test_embeddings_equal_the_packed_objective(k, embed_at):
     model = tiny_model(seed=2)
     rng = np.random.default_rng(0)
     examples = [random_views(rng) for _ in range(5)]
-    objective = HybridObjective(model, JepaConfig(predictors=k, embed_at=embed_at))
+    objective = HybridObjective(model, JepaConfig.paper(predictors=k, embed_at=embed_at))
     layout = LayoutConfig(predictors=k, embed_at=embed_at)
     pred, target = [], []
     with torch.no_grad():

@@ -52,8 +52,8 @@ def test_p1_is_exactly_ntp_only(distance):
     assert batch_a["pair_mask"].sum() == 0
     den = torch.tensor(float((batch_a["labels"] != -100).sum()))
     model_a, model_b = tiny_model(seed=7), tiny_model(seed=7)
-    loss_a, _ = HybridObjective(model_a, JepaConfig(lam=1.0, distance=distance))(batch_a, den, torch.tensor(1.0))
-    loss_b, _ = HybridObjective(model_b, JepaConfig(lam=0.0))(batch_b, den, torch.tensor(1.0))
+    loss_a, _ = HybridObjective(model_a, JepaConfig.paper(lam=1.0, distance=distance))(batch_a, den, torch.tensor(1.0))
+    loss_b, _ = HybridObjective(model_b, JepaConfig.paper(lam=0.0))(batch_b, den, torch.tensor(1.0))
     loss_a.backward()
     loss_b.backward()
     assert torch.equal(loss_a, loss_b)

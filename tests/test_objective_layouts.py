@@ -171,7 +171,7 @@ GRADIENT_CASES = [(name, "cosine") for name in ("k1", "front", "reverse_k0_last"
 @pytest.mark.parametrize("name,dist", GRADIENT_CASES)
 def test_packed_loss_and_gradients_equal_unpacked(name, dist):
     layout, examples = make_examples(name, seed=3 + len(name))
-    jepa = JepaConfig(lam=0.7, gamma=1.3, distance=dist, temperature=0.5, predictors=layout.predictors)
+    jepa = JepaConfig.paper(lam=0.7, gamma=1.3, distance=dist, temperature=0.5, predictors=layout.predictors)
     packed_model, reference_model = tiny_model(seed=2), tiny_model(seed=2)
     one = torch.tensor(1.0)
     loss, _ = HybridObjective(packed_model, jepa)(pack_one_row(examples, layout), one, one)

@@ -39,13 +39,13 @@ def test_the_reference_ramp_over_the_whole_run():
 
 
 def test_term_weights_warm_both_terms():
-    j = JepaConfig(lam=2.0, lambda_min=0.5, lambda_warmup_steps=4, regularizer="vicreg", reg_weight=0.1,
+    j = JepaConfig.paper(lam=2.0, lambda_min=0.5, lambda_warmup_steps=4, regularizer="vicreg", reg_weight=0.1,
                    reg_min=0.0, reg_warmup_steps=10)
     for step in range(12):
         w = term_weights(j, step)
         assert w.lam == pytest.approx(0.5 + 1.5 * min(step, 4) / 4)
         assert w.reg == pytest.approx(0.1 * min(step, 10) / 10)
-    default = JepaConfig(lam=0.7, reg_weight=0.2)
+    default = JepaConfig.paper(lam=0.7, reg_weight=0.2)
     assert term_weights(default, 0) == term_weights(default, 10**6)
     assert (term_weights(default, 3).lam, term_weights(default, 3).reg) == (0.7, 0.2)  # today's weights, exactly
 
@@ -56,19 +56,19 @@ def test_the_objective_trains_with_the_warmed_lambda():
     batch = random_packed_batch(3, predictors=1)
     ntp_den = (batch["labels"] != IGNORE).sum().float()
     jepa_den = batch["pair_mask"].sum().float().clamp_min(1)
-    ramp = JepaConfig(lam=1.0, lambda_min=0.2, lambda_warmup_steps=5)
+    ramp = JepaConfig.paper(lam=1.0, lambda_min=0.2, lambda_warmup_steps=5)
     model = tiny_model(seed=1)
     with torch.no_grad():
         for step in (0, 2, 5, 9):
             lam = 0.2 + 0.8 * min(step, 5) / 5
             got, _ = HybridObjective(model, ramp)(batch, ntp_den, jepa_den, step)
-            want, _ = HybridObjective(model, JepaConfig(lam=lam))(batch, ntp_den, jepa_den, step)
+            want, _ = HybridObjective(model, JepaConfig.paper(lam=lam))(batch, ntp_den, jepa_den, step)
             assert torch.allclose(got, want, rtol=1e-6, atol=0), (step, got, want)
 
 
 # ---------------------------------------------------------------- paper dropout
 def paper(alpha=0.3, lam=1.0):
-    return JepaConfig(lam=lam, dropout=alpha, dropout_weighting="paper")
+    return JepaConfig.paper(lam=lam, dropout=alpha, dropout_weighting="paper")
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.3, 0.75])
@@ -88,7 +88,7 @@ def test_paper_dropout_realises_lambda_times_one_minus_alpha(alpha):
 
 
 def test_paper_dropout_packs_every_example_with_views():
-    assert paper(0.4).example_dropout == 0.0 and JepaConfig(dropout=0.4).example_dropout == 0.4
+    assert paper(0.4).example_dropout == 0.0 and JepaConfig.paper(dropout=0.4).example_dropout == 0.4
     cfg = load_config(None, ["jepa.dropout=0.4", "jepa.dropout_weighting=paper"])
     assert cfg.jepa.example_dropout == 0.0
 
@@ -103,7 +103,7 @@ def test_a_dropped_micro_batch_is_the_ntp_loss_and_a_kept_one_is_unchanged():
     kept = [s for s in range(40) if term_weights(j, s, seed=4).lam > 0]
     dropped = [s for s in range(40) if term_weights(j, s, seed=4).lam == 0]
     assert kept and dropped
-    for step, reference in ((dropped[0], JepaConfig(lam=0.0)), (kept[0], JepaConfig(lam=1.5))):
+    for step, reference in ((dropped[0], JepaConfig.paper(lam=0.0)), (kept[0], JepaConfig.paper(lam=1.5))):
         model, twin = tiny_model(seed=2), tiny_model(seed=2)
         got, _ = HybridObjective(model, j, seed=4)(batch, ntp_den, jepa_den, step)
         want, _ = HybridObjective(twin, reference, seed=4)(batch, ntp_den, jepa_den, step)

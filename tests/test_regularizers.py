@@ -141,9 +141,9 @@ def test_objective_adds_reg_weight_times_r_of_pred_and_enc(name):
 
     batch = random_packed_batch(3, seq_len=64, n=8, predictors=1)
     one = torch.tensor(1.0)
-    plain = HybridObjective(tiny_model(seed=2), JepaConfig(lam=1.0))
+    plain = HybridObjective(tiny_model(seed=2), JepaConfig.paper(lam=1.0))
     loss0, stats = plain(batch, one, one, 4)
-    reg = HybridObjective(tiny_model(seed=2), JepaConfig(lam=1.0, regularizer=name, reg_weight=0.5), seed=9)
+    reg = HybridObjective(tiny_model(seed=2), JepaConfig.paper(lam=1.0, regularizer=name, reg_weight=0.5), seed=9)
     loss, reg_stats = reg(batch, one, one, 4)
     z = torch.cat([stats["pred"], stats["target"]]).numpy().astype(np.float64)
     z = z[np.concatenate([batch["pair_mask"].numpy(), batch["pair_mask"].numpy()]) > 0]

@@ -137,7 +137,7 @@ def make_rows(name, seed, low=1):
 def test_packed_loss_and_gradients_equal_a_per_example_loop(mode, name):
     layout, rows = make_rows(name, seed=len(name) + len(mode))
     weighting = "jaccard_like" if name == "default" else "cosine_like" if name == "train_all" else "none"
-    jepa = JepaConfig(lam=0.4, gamma=1.3, predictors=layout.predictors)
+    jepa = JepaConfig.paper(lam=0.4, gamma=1.3, predictors=layout.predictors)
     stp = StpConfig(lam=0.7, mode=mode, length_weighting=weighting)
     packed_model, reference_model = tiny_model(seed=3), tiny_model(seed=3)
     batch = packed_batch(rows, layout, mode, weighting=weighting)
@@ -222,7 +222,7 @@ def test_too_short_documents_are_counted_and_skipped_without_nan(mode):
     assert float(batch["stp_skipped"]) == 3 and float(batch["stp_weight"].sum()) == 0
     model = tiny_model(seed=1)
     one = torch.tensor(1.0)
-    loss, stats = HybridObjective(model, JepaConfig(lam=0.0), stp=StpConfig(lam=1.0, mode=mode))(
+    loss, stats = HybridObjective(model, JepaConfig.paper(lam=0.0), stp=StpConfig(lam=1.0, mode=mode))(
         batch, one, one, stp_denominator=one)
     loss.backward()
     assert torch.isfinite(loss) and float(stats["stp_sum"]) == 0.0
@@ -235,8 +235,8 @@ def test_stp_off_adds_nothing_to_the_batch_or_the_loss():
     plain = PackedEpochs(examples, SP, LayoutConfig(), 64, SEED).batch(0, 0, 2)
     assert not any(key.startswith("stp_") for key in plain)
     one = torch.tensor(1.0)
-    off, _ = HybridObjective(tiny_model(seed=2), JepaConfig(), stp=StpConfig(lam=0.0))(plain, one, one)
-    none, _ = HybridObjective(tiny_model(seed=2), JepaConfig())(plain, one, one)
+    off, _ = HybridObjective(tiny_model(seed=2), JepaConfig.paper(), stp=StpConfig(lam=0.0))(plain, one, one)
+    none, _ = HybridObjective(tiny_model(seed=2), JepaConfig.paper())(plain, one, one)
     assert off.item() == none.item()
 
 
@@ -290,8 +290,8 @@ def test_compiled_stp_term_equals_eager():
     layout, rows = make_rows("default", seed=21)
     batch = packed_batch(rows, layout, "random_span", weighting="cosine_like")
     stp = StpConfig(lam=0.5, mode="random_span", length_weighting="cosine_like")
-    eager = HybridObjective(tiny_model(seed=5).train(), JepaConfig(lam=0.0), stp=stp)
-    compiled = HybridObjective(copy.deepcopy(eager.model), JepaConfig(lam=0.0), stp=stp, compile_losses=True)
+    eager = HybridObjective(tiny_model(seed=5).train(), JepaConfig.paper(lam=0.0), stp=stp)
+    compiled = HybridObjective(copy.deepcopy(eager.model), JepaConfig.paper(lam=0.0), stp=stp, compile_losses=True)
     one, den = torch.tensor(1.0), batch["stp_weight"].sum()
     results = []
     for objective in (eager, compiled):
