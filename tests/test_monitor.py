@@ -68,7 +68,8 @@ def test_a_lasting_collapse_warns_once_per_ten_intervals(caplog):
 
 def test_warns_when_pred_is_as_close_to_other_targets_after_warm_up(caplog):
     """Few pairs (loss dropout): the rank threshold (5% of 12 embeddings) is below 1, so it cannot fire, but
-    every Pred is as close to the other targets as to its own; the warning waits for the warm-up to end."""
+    every Pred is as close to the other targets as to its own; the warning waits for the warm-up to end and
+    for 3 such log intervals in a row."""
     g = torch.Generator().manual_seed(4)
     basis = torch.randn(3, 32, generator=g)
     few = torch.randn(12, 3, generator=g).abs() @ basis + 10 * torch.randn(1, 32, generator=g)
@@ -78,10 +79,13 @@ def test_warns_when_pred_is_as_close_to_other_targets_after_warm_up(caplog):
     assert stats["collapse/erank_enc"] > 0.05 * 12  # the rank rule alone would stay silent
     assert stats["collapse/cos_pred_target"] - stats["collapse/cos_pred_other"] < 0.05  # (a direct check of the data)
     with caplog.at_level(logging.WARNING, logger="megajepa"):
-        monitor(few, target, torch.ones(12), step=30)
-        assert not caplog.records  # still in warm-up
+        monitor(few, target, torch.ones(12), step=30)  # still in warm-up
         monitor(few, target, torch.ones(12), step=40)
-    assert any("step 40" in r.getMessage() and "collapse_cos_margin" in r.getMessage() for r in caplog.records)
+        monitor(few, target, torch.ones(12), step=50)
+        assert not caplog.records  # two intervals past warm-up: not yet confirmed
+        monitor(few, target, torch.ones(12), step=60)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["step 60"]
+    assert "collapse_cos_margin" in caplog.records[0].getMessage()
     caplog.clear()
     healthy = torch.randn(12, 32, generator=g)
     with caplog.at_level(logging.WARNING, logger="megajepa"):

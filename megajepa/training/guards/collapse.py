@@ -8,7 +8,7 @@ data-parallel rank:
 A warning is logged when an effective rank falls below `warn_fraction` x the embedding width (capped
 by the number of embeddings, which bounds the rank), or, once `after_step` (the LR warm-up) has passed,
 when Pred is no closer to its own target than to the others' (cos_pred_target - cos_pred_other below
-`cos_margin`): with few pairs per micro-batch (loss dropout) a collapsed set keeps an effective rank of
+`cos_margin` for CONFIRM log intervals in a row: right after init every embedding points alike for a while): with few pairs per micro-batch (loss dropout) a collapsed set keeps an effective rank of
 2-3, above any useful rank threshold, and only the cosines show that the term has stopped teaching.
 STP runs also log the effective rank of the sampled hidden-state displacements (both vectors of
 every sample; data/stp.py), `collapse/erank_stp`.
@@ -26,11 +26,13 @@ log = logging.getLogger("megajepa")
 
 class CollapseMonitor:
     REPEAT = 10  # while collapsed, repeat the warning every this many log intervals, not every one
+    CONFIRM = 3  # log intervals in a row the cosine margin must stay below jepa.collapse_cos_margin
 
     def __init__(self, width: int, warn_fraction: float, cos_margin: float = 0.0, after_step: int = 0):
         self.width, self.warn_fraction = width, warn_fraction
         self.cos_margin, self.after_step = cos_margin, after_step
         self.collapsed_intervals = 0
+        self.close_intervals = 0  # log intervals in a row with Pred as close to the others' targets as to its own
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, step: int,
                  warn: bool = True) -> dict[str, float]:
@@ -44,8 +46,11 @@ class CollapseMonitor:
                f"min(width {self.width}, {pred.shape[0]} embeddings))"
                for n in ("collapse/erank_enc", "collapse/erank_pred") if stats[n] < threshold]
         margin = stats["collapse/cos_pred_target"] - stats["collapse/cos_pred_other"]
-        if step > self.after_step and margin < self.cos_margin:
-            low.append(f"cos_pred_target - cos_pred_other = {margin:.3f} below jepa.collapse_cos_margin {self.cos_margin:g}")
+        close = step > self.after_step and margin < self.cos_margin
+        self.close_intervals = self.close_intervals + 1 if close else 0
+        if self.close_intervals >= self.CONFIRM:  # at init every embedding points alike for a while
+            low.append(f"cos_pred_target - cos_pred_other = {margin:.3f} below jepa.collapse_cos_margin "
+                       f"{self.cos_margin:g} for {self.close_intervals} log intervals")
         self.collapsed_intervals = self.collapsed_intervals + 1 if low else 0
         if warn and low and self.collapsed_intervals % self.REPEAT == 1:
             log.warning("step %d: %s: the JEPA embeddings may be collapsing%s", step, "; ".join(low),
