@@ -32,7 +32,8 @@ class MetricsLogger:
         self.writer.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(scalars, step=step)
-        short = " ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in scalars.items())
+        last = [k.split("/")[-1] for k in scalars]  # the short name, unless two scalars share it (loss/reg, weight/reg)
+        short = " ".join(f"{n if last.count(n) == 1 else k}={_fmt(v)}" for n, (k, v) in zip(last, scalars.items()))
         log.info("step %d %s", step, short)
 
     def close(self) -> None:
