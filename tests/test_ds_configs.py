@@ -46,7 +46,8 @@ def test_loss_falls(ds_run):
     _, root = ds_run
     got = rh.losses(root / "full")
     assert sorted(got) == list(range(1, STEPS + 1))
-    assert got[STEPS]["loss"] < got[1]["loss"] - 0.3, (got[1], got[STEPS])
+    # the NTP term: the total also holds the JEPA and SIGReg terms of the steps loss dropout kept pairs in
+    assert got[STEPS]["lm"] < got[1]["lm"] - 0.15, (got[1], got[STEPS])
     assert not any(s["skipped"] for s in got.values())
 
 
