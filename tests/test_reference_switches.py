@@ -221,6 +221,6 @@ def test_the_logs_report_the_weights_the_step_trained_with(tmp_path):
         kept = [term_weights(paper(0.5, 2.0), trained_at, seed=21, micro_step=m).lam > 0 for m in (0, 1)]
         fractions.add(sum(kept) / 2)
         assert r["lambda"] == pytest.approx(ramp * sum(kept) / 2, abs=1e-12), (step, r["lambda"], ramp, kept)
-        assert r["loss"] == pytest.approx(r["lm"] + r["lambda"] * r["jepa"], rel=1e-12)
+        assert r["loss"] == pytest.approx(r["lm"] + r["lambda"] * r["jepa"] + r["reg_weight"] * r["reg"], rel=1e-12)
         assert tb["weight/lambda"][step] == pytest.approx(r["lambda"], rel=1e-6)
     assert len(fractions) > 1  # the run saw steps with different kept fractions

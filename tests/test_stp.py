@@ -276,7 +276,7 @@ def test_training_in_process_logs_a_finite_stp_loss(tmp_path, extra):
     for r in lines.values():
         assert not r["skipped"] and math.isfinite(r["stp"]) and 0 < r["stp"] <= 2
         jepa_part = 0.5 * r["lm"] + lam * r["jepa"] if lam else 0.5 * r["lm"]
-        assert r["loss"] == jepa_part + 0.3 * r["stp"]
+        assert r["loss"] == jepa_part + 0.1 * r["reg"] + 0.3 * r["stp"]  # 0.1: the default SIGReg weight
     tb = tensorboard_scalars(out)
     assert all(math.isfinite(v) and v > 0 for v in tb["loss/stp"].values()) and len(tb["loss/stp"]) == STEPS
     assert all(v >= 1 for v in tb["collapse/erank_stp"].values()) and tb["stp/skipped_documents"][STEPS] == 0

@@ -61,7 +61,8 @@ def test_logged_scalars_agree_with_losses_jsonl_and_the_schedule(tmp_path):
     assert sorted(lines) == list(range(1, STEPS + 1))
     for step, r in lines.items():
         assert not r["skipped"] and r["skipped_total"] == 0
-        assert r["loss"] == 0.5 * r["lm"] + 2.0 * r["jepa"]  # the total is gamma * lm + lambda * jepa
+        # the total is gamma * lm + lambda * jepa + reg_weight * SIGReg (the default regulariser, weight 0.1)
+        assert r["loss"] == 0.5 * r["lm"] + 2.0 * r["jepa"] + 0.1 * r["reg"]
         assert math.isclose(r["lr"], hand_lr(step), rel_tol=1e-12), (step, r["lr"], hand_lr(step))
         # TensorBoard stores float32: the same values to float32 rounding (one step per log interval)
         for tag, key in (("lr", "lr"), ("loss/lm", "lm"), ("loss/jepa", "jepa"), ("loss/total", "loss"),
