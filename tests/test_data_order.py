@@ -84,6 +84,22 @@ def test_rank_count_does_not_change_the_global_order(source):
     assert one.equal(two)
 
 
+def test_every_step_reads_the_same_rows_on_any_ranks_x_accumulation_split(source):
+    """1 rank x 4 micro-batches and 2 ranks x 2 read the same 8 rows per step, also at every epoch end
+    (the tail is dropped a whole step at a time; per micro-batch, 1 rank would read 2 more rows whenever an
+    epoch's row count is 2 or 3 mod 4)."""
+    one = DistributedRowLoader(source(), 2, grad_accum=4)
+    two = [DistributedRowLoader(source(), 2, rank, 2, grad_accum=2) for rank in range(2)]
+    n = one.rows.num_rows(0)
+    steps = 3 * n // 8  # about three epochs
+    assert any(one.rows.num_rows(e) % 8 for e in range(4)), "the test needs an epoch with a partial step"
+    for _ in range(steps):
+        a = torch.cat([one.next_batch()["input_ids"] for _ in range(4)])
+        b = torch.cat([torch.cat([loader.next_batch()["input_ids"] for loader in two]) for _ in range(2)])
+        assert a.equal(b)
+    assert one.epoch >= 2 and one.epoch == two[0].epoch
+
+
 def test_resume_on_another_rank_count_continues_the_same_rows(source):
     straight = global_rows([DistributedRowLoader(source(), 6)], 20)  # 6 rows a step on one rank
     before = DistributedRowLoader(source(), 6)

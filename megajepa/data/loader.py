@@ -102,8 +102,12 @@ class DistributedRowLoader:
     number of ranks, so a run resumed on another rank count continues it from the same row.
     """
 
-    def __init__(self, rows, micro_batch: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, rows, micro_batch: int, rank: int = 0, world_size: int = 1, grad_accum: int = 1):
+        """`grad_accum`: micro-batches per optimizer step; an epoch's tail is dropped a whole step at a time,
+        so a run resumed with another ranks x accumulation split (the same rows per step) reads the same
+        rows at every epoch end too."""
         self.rows, self.micro_batch, self.rank, self.world_size = rows, micro_batch, rank, world_size
+        self.grad_accum = grad_accum
         self.epoch, self.consumed = 0, 0  # rows of the current epoch consumed by all ranks together
         # The next micro-batch is read in a thread while this one trains; keyed by its (epoch, start).
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="next-batch")
@@ -121,9 +125,16 @@ class DistributedRowLoader:
                               "train.micro_batch_size")
         return n
 
+    def _epoch_ends_at(self, consumed: int, n: int) -> bool:
+        """Whether the next micro-batch starts the next epoch: at a step's start, when the epoch has no room
+        for a whole step (the last partial step waits for the next shuffle); inside a step (only after a
+        resume that changed the rows per step), when it has no room for one global micro-batch."""
+        step_rows = self.global_batch * self.grad_accum
+        return consumed + (step_rows if consumed % step_rows == 0 else self.global_batch) > n
+
     def next_batch(self) -> dict[str, torch.Tensor]:
         n = self._rows_in(self.epoch)
-        if self.consumed + self.global_batch > n:  # the last partial global batch waits for the next shuffle
+        if self._epoch_ends_at(self.consumed, n):
             self.epoch, self.consumed = self.epoch + 1, 0
             self._rows_in(self.epoch)
         key = (self.epoch, self.consumed + self.rank * self.micro_batch)
@@ -131,8 +142,8 @@ class DistributedRowLoader:
         batch = pending[1].result() if pending and pending[0] == key else self.rows.batch(*key, self.micro_batch)
         self.consumed += self.global_batch
         # Where the next global batch starts if this epoch has room for it, else epoch + 1 from row 0.
-        fits = self.consumed + self.global_batch <= self.rows.num_rows(self.epoch)
-        after = (self.epoch, self.consumed) if fits else (self.epoch + 1, 0)
+        ends = self._epoch_ends_at(self.consumed, self.rows.num_rows(self.epoch))
+        after = (self.epoch + 1, 0) if ends else (self.epoch, self.consumed)
         nxt = (after[0], after[1] + self.rank * self.micro_batch)
         self._pending = (nxt, self._prefetcher.submit(self.rows.batch, *nxt, self.micro_batch))
         return batch

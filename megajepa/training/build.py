@@ -85,7 +85,7 @@ def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
     tokenizer, rows = build_data(cfg, hf, rank)
     # the eval set and eval.* are checked before the model is built
     evaluator = PeriodicEval(cfg, tokenizer, rank, world) if cfg.eval.interval else None
-    loader = DistributedRowLoader(rows, cfg.train.micro_batch_size, rank, world)
+    loader = DistributedRowLoader(rows, cfg.train.micro_batch_size, rank, world, cfg.train.grad_accum)
 
     if hf is not None:  # the checkpoint's architecture, vocabulary grown for the added tokens
         model_cfg = model_config_for(hf, tokenizer, cfg.model)
