@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from helpers import SPECIALS as SP
 from helpers import random_views, tiny_model
-from test_objective_layouts import enc_sequence, pred_sequence, separate_hidden, streams
+from test_objective_layouts import (assert_pairs_equal_separate, enc_sequence, pred_sequence, separate_hidden,
+                                    streams)
 
 from megajepa.config import ConfigError, JepaConfig, load_config
 from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.packing import IGNORE, LayoutConfig, build_unit, place
 from megajepa.data.records import view_specs
-from megajepa.model.attention import dense_mask
 from megajepa.objective.hybrid import HybridObjective
 
 HELLASWAG_VIEWS = [{"field": "text", "role": "user"}, {"field": "code", "role": "assistant"}]
@@ -51,14 +51,8 @@ def test_views_from_fields_equal_separate_passes(fields):
     layout, exs = LayoutConfig(**fields), examples(seed=len(str(fields)))
     model = tiny_model(seed=5)
     batch = packed(exs, layout)
-    expected = [(pred_sequence(jepa, 0, layout), enc_sequence(jepa, 1, layout)) for _, jepa in exs]
-    assert int(batch["pair_mask"].sum()) == len(expected)
-    with torch.no_grad():
-        mask = dense_mask(batch["seg"], batch["ctx_seg"], batch["ctx_end"])
-        flat = model(batch["input_ids"], batch["position_ids"], mask).reshape(-1, model.config.dim)
-    for i, (pred_seq, enc_seq) in enumerate(expected):
-        assert (flat[batch["pred_idx"][i]] - separate_hidden(model, pred_seq)[-1]).abs().max() < 1e-5
-        assert (flat[batch["tgt_idx"][i]] - separate_hidden(model, enc_seq)[-1]).abs().max() < 1e-5
+    # the pairs are those of the JEPA views alone, as if each were its own example (dense and block masks)
+    assert_pairs_equal_separate(model, batch, [(jepa, None) for _, jepa in exs], layout)
     # NTP only on the stream's answer; the JEPA views are copies (nothing shared with the stream)
     assert batch["labels"].ne(IGNORE).sum() == sum(len(t) - a for s, _ in exs for t, a in streams(s, layout, None))
     n_tokens = sum(len(t) for s, _ in exs for t, _ in streams(s, layout, None)) + sum(
