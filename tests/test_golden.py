@@ -25,6 +25,11 @@ BASE = ["data.task=regex", "data.num_train=240", "data.vocab_size=384", "data.se
         "train.micro_batch_size=2", "train.grad_accum=1", "train.max_steps=6", "train.warmup_steps=2",
         "train.lr=1e-3", "train.log_interval=3", "train.save_interval=100", "seed=1234",
         "jepa.gamma=1.0", "jepa.predictors=1", "jepa.distance=cosine"]  # lambda, dropout, SIGReg: the defaults
+# The same kernels on every x86 CPU with AVX2: torch picks its vectorised ATen kernels, MKL its GEMMs and
+# oneDNN its primitives by the CPU's ISA, and an AVX-512 or AMX machine sums in another order than an
+# AVX2 one (the files of 2026-12-01 failed at 1e-9 on a Sapphire Rapids box). MKL_CBWR is MKL's
+# conditional bitwise reproducibility mode: identical results on any CPU that has the named ISA.
+CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 CASES = {
     "one_rank_cosine": dict(ranks=1, args=[]),  # the default objective: cosine + SIGReg, loss dropout
     # the paper's bare objective (the default before SIGReg): its file is the old one_rank_cosine, unchanged
@@ -43,6 +48,7 @@ def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
                                                              "MASTER_PORT") and not k.startswith("SLURM_")}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # one thread: a fixed summation order
+    env.update(CPU_KERNELS)
     return env
 
 
