@@ -8,7 +8,9 @@ on a nested fraction of synth_train.jsonl (the first n of one fixed shuffle, so 
 over the base config configs/study/e1_nlrx_synth.yaml, and evaluated on all of synth_test.jsonl: prefix
 (the paper's metric here), exact and regex-language equivalence, plus the embedding geometry
 (megajepa-analyze) and the collapse scalars logged over training. Two budgets:
-  examples   every arm trains --epochs epochs of its fraction (the steps its own packing needs)
+  examples   every arm sees the same examples: --epochs passes over the whole train file's worth of
+             examples, i.e. --epochs / fraction epochs of its fraction (a fixed training budget over less
+             unique data; the steps its own packing needs)
   compute    NTP trained for the model FLOPs (losses.jsonl, megajepa/model/flops.py) that a JEPA arm
              spent at equal examples: the run `ntp_at_<arm>_flops`, NTP getting the extra steps
 Statistics per (fraction, budget, arm) against its NTP run of the same seed: per-seed differences, the
@@ -87,7 +89,8 @@ def parse_args(argv=None):
                    help="JEPA arms that get an NTP run at their FLOPs ('' : none)")
     p.add_argument("--fractions", default=",".join(FRACTIONS))
     p.add_argument("--seeds", default="1-5", help="a range A-B or a list 1,2,3")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of the fraction (the paper fixes 4)")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="epochs of the whole train file (the paper fixes 4); a fraction f trains epochs / f epochs")
     p.add_argument("--eval-examples", type=int, default=0, help="first N of the test file (0: all)")
     p.add_argument("--analysis-examples", type=int, default=300, help="must exceed the model width")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
@@ -180,15 +183,19 @@ def run_overrides(args, arms: dict, run: Run, tokenizer: str) -> list[str]:
             f"seed={run.seed}", *overrides_of(arms[run.arm]), *args.overrides]
 
 
-def steps_for_epochs(args, overrides: list[str]) -> int:
-    """Optimizer steps for --epochs epochs of the run's own packing: the loader drops each epoch's tail a
+def epochs_of(args, fraction: str) -> int:
+    return round(args.epochs / Fraction(fraction))
+
+
+def steps_for_epochs(overrides: list[str], epochs: int) -> int:
+    """Optimizer steps for `epochs` epochs of the run's own packing: the loader drops each epoch's tail a
     whole optimizer step at a time (megajepa/data/loader.py), one process."""
     from megajepa.config import load_config
     from megajepa.training.build import build_data
     cfg = load_config(BASE_CONFIG, overrides)
     _, rows = build_data(cfg, None, 0)
     per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
-    return sum(rows.num_rows(epoch) // per_step for epoch in range(args.epochs))
+    return sum(rows.num_rows(epoch) // per_step for epoch in range(epochs))
 
 
 def trained_flops(run_dir: str) -> tuple[int, float]:
@@ -200,7 +207,7 @@ def trained_flops(run_dir: str) -> tuple[int, float]:
 
 def steps_for(args, arms: dict, run: Run, overrides: list[str]) -> int:
     if not run.sized_by:
-        return steps_for_epochs(args, overrides)
+        return steps_for_epochs(overrides, epochs_of(args, run.fraction))
     ntp_steps, ntp_flops = trained_flops(run.deps()[0].dir(args.out))
     _, arm_flops = trained_flops(run.deps()[1].dir(args.out))
     return round(arm_flops / (ntp_flops / ntp_steps))
@@ -298,7 +305,7 @@ def do_run(args, arms: dict, run: Run, tokenizer: str) -> None:
         record = json.load(f)
     record.update(fraction=run.fraction, label=run.label, budget=run.budget, seed=run.seed,
                   trained_steps=trained_steps, flops=flops, train_seconds_last_attempt=round(train_s, 1),
-                  eval_seconds=round(eval_s, 1), metrics=metrics,
+                  epochs=epochs_of(args, run.fraction), eval_seconds=round(eval_s, 1), metrics=metrics,
                   geometry={"erank_enc_code": a["effective_rank"]["enc_code"], "erank_pred": a["effective_rank"]["pred"],
                             "cos_pred_own_code": a["cos_pred_code"], "cos_pred_other_code": a["cos_pred_other_code"],
                             "lstsq_text_to_code": a["text_to_code"]["lstsq_error"],
@@ -410,7 +417,7 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
                       "baseline": base_runs[0].label, **compare(args, results, arm_runs, base_runs)})
     return {"experiment": "E1: NL-RX-SYNTH from random init (data-efficiency curve)",
             "base_config": os.path.relpath(BASE_CONFIG, REPO), "arms_file": os.path.relpath(ARMS_FILE, REPO),
-            "arms": {a: arms[a].get("about", "") for a in arms}, "epochs": args.epochs,
+            "arms": {a: arms[a].get("about", "") for a in arms}, "epochs_of_the_whole_file": args.epochs,
             "train_file": args.train, "test_file": args.test,
             "eval_examples": args.eval_examples or "all", "overrides": args.overrides,
             "planned_runs": len(runs), "finished_runs": len(results),

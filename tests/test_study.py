@@ -70,12 +70,13 @@ def test_equal_examples_steps_are_the_loaders_epochs(study, toy_files, tmp_path)
     from megajepa.data.loader import DistributedRowLoader
     from megajepa.training.build import build_data
     args = v2.parse_args(["--out", str(tmp_path), "--train", toy_files[0], "--epochs", "3", *TOY, "train.grad_accum=2"])
+    assert v2.epochs_of(args, "1/4") == 12 and v2.epochs_of(args, "1") == 3  # the same examples at every fraction
     with open(v2.ARMS_FILE) as f:
         import yaml
         arms = yaml.safe_load(f)
     run = v2.Run("1/4", "jepa_sigreg", 7)
     overrides = v2.run_overrides(args, arms, run, v2.tokenizer_file(args))
-    steps = v2.steps_for_epochs(args, overrides)
+    steps = v2.steps_for_epochs(overrides, 3)
     cfg = load_config(v2.BASE_CONFIG, overrides)
     _, rows = build_data(cfg, None, 0)
     assert len({rows.num_rows(e) for e in range(3)}) > 1  # dropout 0.75: each epoch packs differently
