@@ -21,7 +21,7 @@ setup(
         # lm-eval's [hf] extra: accelerate (and peft), which `lm_eval --model hf` imports (tests/test_lm_eval_tasks.py)
         "test": ["pytest>=8", "pytest-timeout>=2.3", "lm-eval[hf]>=0.4.13,<0.5"],
         "wandb": ["wandb>=0.31"],
-        "plots": ["matplotlib>=3.8"],  # the run report, tools/analyze_embeddings.py, benchmarks/reproduce_nlrx.py
+        "plots": ["matplotlib>=3.8", "scipy>=1.11"],  # the run report, megajepa-analyze, the studies (scipy: their t-test)
         # mpirun launches without a site MPI; a cluster keeps its own (install mpi4py against it instead)
         "mpi": ["mpi4py>=4.0", "mpich>=4.0; platform_system == 'Linux'"],
     },

@@ -20,14 +20,14 @@ A finished run (its final checkpoint, predictions, analysis) is reused: rerunnin
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
 import time
+
+from study_stats import mcnemar_p, sign_flip_p  # benchmarks/ is on sys.path when run as a script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
@@ -181,22 +181,6 @@ def per_example(run: str, metric: str, predictions: str) -> list[bool]:
     with open(os.path.join(run, predictions)) as f:
         rows = [json.loads(line) for line in f]
     return [e["correct"] for e in score(metric, rows)["per_example"]]
-
-
-def sign_flip_p(diffs: list[float]) -> float:
-    """Exact two-sided sign-flip permutation test of mean(diffs) = 0 (paired by seed)."""
-    observed = abs(sum(diffs))
-    flips = list(itertools.product((1, -1), repeat=len(diffs)))
-    return sum(abs(sum(s * d for s, d in zip(signs, diffs))) >= observed - 1e-12 for signs in flips) / len(flips)
-
-
-def mcnemar_p(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
-    """(a right b wrong, a wrong b right, exact two-sided binomial p)."""
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
-    n, k = only_a + only_b, min(only_a, only_b)
-    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
-    return only_a, only_b, p
 
 
 def summarize(runs: dict[str, dict[int, str]], settings: dict, eval_examples: int) -> dict:

@@ -68,5 +68,10 @@ def test_logged_scalars_agree_with_losses_jsonl_and_the_schedule(tmp_path):
         for tag, key in (("lr", "lr"), ("loss/lm", "lm"), ("loss/jepa", "jepa"), ("loss/total", "loss"),
                          ("grad_norm", "grad_norm")):
             assert math.isclose(tb[tag][step], r[key], rel_tol=1e-6, abs_tol=1e-9), (tag, step, tb[tag][step], r[key])
+        # the step's real tokens and model FLOPs (what benchmarks/study_v2.py sums for equal compute): the
+        # same counts as the interval's throughput scalars (one step per interval: the elapsed time cancels)
+        assert r["tokens"] > 0 and r["flops"] > 6 * r["tokens"] * 64 * 64  # more than the q projection alone
+        ratio = tb["throughput/gflops"][step] * 1e9 * 2 / tb["throughput/tokens_per_s"][step]  # per rank x 2 ranks
+        assert math.isclose(r["flops"] / r["tokens"], ratio, rel_tol=1e-5), (step, r["flops"] / r["tokens"], ratio)
     assert tb["data/epoch"][STEPS] >= 0 and tb["train/skipped_steps"][STEPS] == 0
     assert os.path.isfile(os.path.join(out, "checkpoints", "step_%08d" % STEPS, "COMPLETE"))

@@ -145,7 +145,7 @@ class Trainer:
                  "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)}
         skipped = self.nonfinite.update(self.engine.was_step_applied(), terms)
         self.step_log.write({"step": self.step, **terms, "lr": self.lr(), "skipped": skipped,
-                             "skipped_total": self.nonfinite.total})
+                             "skipped_total": self.nonfinite.total, "tokens": int(counts[2]), "flops": counts[3]})
         if skipped:
             log.warning("step %d: non-finite loss or gradient (%s): update skipped (%d in a row, %d in all)",
                         self.step, terms, self.nonfinite.in_a_row, self.nonfinite.total)

@@ -1,0 +1,136 @@
+"""benchmarks/study_v2.py and its statistics: the paired tests against scipy, the nested data
+fractions, the steps that make "equal examples" against the real loader, the lock that splits a study
+across processes, and (slow) the whole runner at toy size: every run trained, evaluated and summarized,
+NTP at a JEPA arm's FLOPs, finished runs reused."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = ["model.dim=64", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=2", "model.ffn_dim=128",
+       "data.vocab_size=384", "train.warmup_steps=2", "train.micro_batch_size=4", "data.seq_len=128"]
+
+
+@pytest.fixture
+def study(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))  # the scripts import their siblings
+    return importlib.import_module("study_v2"), importlib.import_module("study_stats")
+
+
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory):
+    from megajepa.data.synthetic import split
+    d = tmp_path_factory.mktemp("toy")
+    train, test = split("regex", 320, 100, 0)
+    for name, records in (("train", train), ("test", test)):
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(d / "train.jsonl"), str(d / "test.jsonl")
+
+
+def test_paired_tests_equal_scipy(study):
+    from scipy import stats
+    _, s = study
+    arm, base = [61.0, 63.5, 58.0, 64.0, 62.5], [60.0, 61.0, 59.5, 60.5, 60.0]
+    diffs = [a - b for a, b in zip(arm, base)]
+    ours = s.paired_t_greater(diffs)
+    ref = stats.ttest_rel(arm, base, alternative="greater")
+    assert ours["t"] == pytest.approx(ref.statistic, rel=1e-12) and ours["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert s.paired_t_greater([1.0, 1.0])["p"] == 0.0 and s.paired_t_greater([2.0])["p"] is None
+    # exact McNemar = a two-sided binomial test on the discordant pairs
+    a = [True] * 30 + [False] * 12 + [True] * 50
+    b = [False] * 30 + [True] * 12 + [True] * 50
+    only_a, only_b, p = s.mcnemar_p(a, b)
+    assert (only_a, only_b) == (30, 12) and p == pytest.approx(stats.binomtest(12, 42, 0.5).pvalue, rel=1e-9)
+    # every sign agreeing: only the all-positive and all-negative flips are as extreme
+    assert s.sign_flip_p([1.0, 2.0, 0.5, 3.0, 1.5]) == pytest.approx(2 / 2 ** 5)
+
+
+def test_fractions_are_nested_and_sized(study, toy_files, tmp_path):
+    v2, _ = study
+    args = v2.parse_args(["--out", str(tmp_path), "--train", toy_files[0]])
+    with open(toy_files[0]) as f:
+        everything = f.readlines()
+    previous = set()
+    for fraction, size in (("1/16", 20), ("1/8", 40), ("1/4", 80), ("1/2", 160), ("1", 320)):
+        with open(v2.fraction_file(args, fraction)) as f:
+            lines = f.readlines()
+        assert len(lines) == size and previous <= set(lines) and set(lines) <= set(everything)
+        previous = set(lines)
+
+
+def test_equal_examples_steps_are_the_loaders_epochs(study, toy_files, tmp_path):
+    """steps_for_epochs = the optimizer steps the trainer's loader takes to finish --epochs epochs
+    (counted by running the loader itself), for an arm whose loss dropout repacks every epoch."""
+    v2, _ = study
+    from megajepa.config import load_config
+    from megajepa.data.loader import DistributedRowLoader
+    from megajepa.training.build import build_data
+    args = v2.parse_args(["--out", str(tmp_path), "--train", toy_files[0], "--epochs", "3", *TOY, "train.grad_accum=2"])
+    assert v2.epochs_of(args, "1/4") == 12 and v2.epochs_of(args, "1") == 3  # the same examples at every fraction
+    with open(v2.ARMS_FILE) as f:
+        import yaml
+        arms = yaml.safe_load(f)
+    run = v2.Run("1/4", "jepa_sigreg", 7)
+    overrides = v2.run_overrides(args, arms, run, v2.tokenizer_file(args))
+    steps = v2.steps_for_epochs(overrides, 3)
+    cfg = load_config(v2.BASE_CONFIG, overrides)
+    _, rows = build_data(cfg, None, 0)
+    assert len({rows.num_rows(e) for e in range(3)}) > 1  # dropout 0.75: each epoch packs differently
+    loader = DistributedRowLoader(rows, cfg.train.micro_batch_size, 0, 1, cfg.train.grad_accum)
+    taken = 0
+    while True:
+        loader.next_batch()  # a step's first micro-batch: the loader moves on to the next epoch when needed
+        if loader.epoch == 3:
+            break
+        for _ in range(cfg.train.grad_accum - 1):
+            loader.next_batch()
+        taken += 1
+    assert steps == taken
+
+
+def test_a_live_lock_is_respected_and_a_dead_one_taken_over(study, tmp_path):
+    v2, _ = study
+    import socket
+    run_dir = str(tmp_path / "run")
+    assert v2.claim(run_dir) and not v2.claim(run_dir)  # held by this (live) process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(os.path.join(run_dir, "study.lock"), "w") as f:
+        f.write(f"{socket.gethostname()} {int(dead.stdout)}")
+    assert v2.claim(run_dir)
+
+
+@pytest.mark.slow
+def test_the_runner_trains_evaluates_and_summarizes_at_toy_size(toy_files, tmp_path):
+    out, summary = tmp_path / "study", tmp_path / "study.json"
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "study_v2.py"), "--out", str(out), "--json", str(summary),
+           "--train", toy_files[0], "--test", toy_files[1], "--fractions", "1/2", "--seeds", "1-2", "--epochs", "1",
+           "--arms", "ntp,jepa_sigreg", "--compute-arms", "jepa_sigreg", "--analysis-examples", "70",
+           "--wait", "1", *TOY]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["finished_runs"] == s["planned_runs"] == 6
+    runs = {(r["label"], r["seed"]): r for r in s["runs"]}
+    for seed in (1, 2):
+        ntp, jepa, eq = (runs[(label, seed)] for label in ("ntp", "jepa_sigreg", "ntp_at_jepa_sigreg_flops"))
+        assert eq["trained_steps"] == round(jepa["flops"] / (ntp["flops"] / ntp["trained_steps"]))
+        assert abs(eq["flops"] - jepa["flops"]) <= ntp["flops"] / ntp["trained_steps"]  # within one NTP step
+        assert all(0 <= ntp["metrics"][m] <= 100 for m in ("prefix", "exact", "regex"))
+        assert jepa["collapse_over_training"]["collapse/erank_enc"] and jepa["code"]["commit"]
+    tests = {(t["arm"], t["budget"]): t for t in s["tests"]}
+    assert set(tests) == {("jepa_sigreg", "examples"), ("jepa_sigreg", "compute")}
+    assert tests[("jepa_sigreg", "examples")]["seeds"] == [1, 2]
+    # the per-seed differences are the runs' own accuracies
+    diffs = tests[("jepa_sigreg", "examples")]["prefix"]["seed_diffs"]
+    assert diffs == [runs[("jepa_sigreg", k)]["metrics"]["prefix"] - runs[("ntp", k)]["metrics"]["prefix"] for k in (1, 2)]
+    # a rerun reuses every finished run: nothing is trained again
+    logs = sorted(out.rglob("train.log"))
+    before = [x.stat().st_mtime_ns for x in logs]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0 and [x.stat().st_mtime_ns for x in logs] == before
+    assert "6 of 6 planned runs finished" in p.stdout
