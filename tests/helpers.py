@@ -79,3 +79,13 @@ def random_packed_batch(seed: int, seq_len: int = 96, n: int = 14, high: int = 1
     units = [build_unit(random_views(rng, high=high), SPECIALS, layout, with_jepa=bool(rng.integers(0, 4)))
              for _ in range(n)]
     return collate(place(units, seq_len, SPECIALS))
+
+
+def direct_keeps(seed, epoch, record, p):
+    """The documented rule for one record, written out: U(seed, epoch, record) >= p, U the record's
+    entry in its block of BLOCK draws."""
+    import numpy as np
+
+    from megajepa.data.loss_dropout import BLOCK, DROPOUT_STREAM
+    u = np.random.default_rng([seed, DROPOUT_STREAM, epoch, record // BLOCK]).random(BLOCK)[record % BLOCK]
+    return bool(u >= p)

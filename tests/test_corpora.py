@@ -225,15 +225,17 @@ def test_deepspeed_config_that_is_a_json_list(tmp_path):
 
 
 def test_one_view_records_are_ntp_documents_in_both_paths(tmp_path):
-    """docs/data.md: a one-view record of any format is a plain NTP document, also in a JEPA run."""
+    """docs/data.md: a one-view record of any format is a plain NTP document, also in a JEPA run; and both
+    paths drop the JEPA term of the same records (loss dropout's one rule: epoch 0 is what shards pack)."""
     records = [{"views": [f"one view number {i}"]} for i in range(6)] + [{"views": [f"q {i}", f"a {i}"]}
-                                                                        for i in range(6)]
+                                                                        for i in range(20)]
     path = write_jsonl(tmp_path / "one_view.jsonl", records)
-    every_pair = "jepa.dropout=0"  # loss dropout is drawn per epoch in memory, per chunk in shards
-    _, epochs = build_data(cfg_for(tmp_path, path, "data.on_bad_record=error", every_pair), None, 0)
+    half = "jepa.dropout=0.5"
+    _, epochs = build_data(cfg_for(tmp_path, path, "data.on_bad_record=error", half), None, 0)
     assert len(epochs.examples) == len(records)
     tokenizer = f"data.tokenizer={tmp_path}/run/tokenizer/tokenizer.model"
-    code, out = preprocess_exit(tmp_path, path, "data.on_bad_record=error", tokenizer, every_pair)
+    code, out = preprocess_exit(tmp_path, path, "data.on_bad_record=error", tokenizer, half)
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert code == 0 and counts["examples"] == len(records) and counts["records_skipped"] == 0
     assert counts["tokens"] == sum(r.n_real for r in epochs.rows(0))  # the same documents, the same tokens
+    assert 0 < counts["jepa_examples"] == sum(len(r.pairs) for r in epochs.rows(0)) < 20

@@ -16,7 +16,7 @@ SEQ = 64
 
 def examples(n=120, seed=0):
     rng = np.random.default_rng(seed)
-    return [Example(random_views(rng, n_views=int(rng.integers(1, 4))), f"t:{i}") for i in range(n)]
+    return [Example(random_views(rng, n_views=int(rng.integers(1, 4))), f"t:{i}", i) for i in range(n)]
 
 
 def in_memory(seed=5, n=120):

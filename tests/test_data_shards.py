@@ -17,11 +17,11 @@ from megajepa.data.loader import make_unit
 from megajepa.data.packing import LayoutConfig, Specials, place
 from megajepa.data.permutation import FeistelShuffle
 from megajepa.data.preprocess import open_checked, preprocess
-from megajepa.data.row_pool import DROPOUT_STREAM
 from megajepa.data.shards import ShardRows
 from megajepa.data.stp import StpSampling, add_stp_samples
 from megajepa.data.tokenizer import load_tokenizer
 from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+from helpers import direct_keeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CHUNK = 128  # several chunks from a small corpus
@@ -58,8 +58,9 @@ def run_config(d, tok, *extra):
 
 
 def reference_rows(cfg, tok_path):
-    """The in-memory path over the same stream, chunk by chunk as documented: tokenize_records, dropout
-    from rng(seed, DROPOUT_STREAM, chunk index), the fit check, first-fit place() within the chunk."""
+    """The in-memory path over the same stream, chunk by chunk as documented: tokenize_records, loss
+    dropout U(seed, epoch 0, record) >= p (helpers.direct_keeps), the fit check, first-fit
+    place() within the chunk."""
     tok = load_tokenizer(tok_path)
     report = BadRecordReport()
     records = list(corpus.record_stream(cfg))
@@ -67,8 +68,9 @@ def reference_rows(cfg, tok_path):
     rows, skipped = [], 0
     for index, start in enumerate(range(0, len(records), SMALL_CHUNK)):
         examples = tokenize_records(records[start:start + SMALL_CHUNK], tok, "skip", report,
-                                    with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields)
-        keep = np.random.default_rng([cfg.seed, DROPOUT_STREAM, index]).random(len(examples)) >= cfg.jepa.example_dropout
+                                    with_prompt=cfg.data.system_prompt, extra_fields=cfg.data.extra_view_fields,
+                                    first_record=start)
+        keep = [direct_keeps(cfg.seed, 0, e.record, cfg.jepa.example_dropout) for e in examples]
         units = [make_unit(e, sp, layout, bool(k)) for e, k in zip(examples, keep)]
         fitting = [u for u in units if u.n_tokens <= cfg.data.seq_len]
         skipped += len(units) - len(fitting)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import SPECIALS, random_views, tiny_model
+from helpers import SPECIALS, direct_keeps, random_views, tiny_model
 
 from megajepa.config import JepaConfig
 from megajepa.data.collate import collate
@@ -21,7 +21,7 @@ LAYOUT = LayoutConfig(predictors=2)
 
 def examples(n, seed=0):
     rng = np.random.default_rng(seed)
-    return [Example(random_views(rng), f"test:{i}") for i in range(n)]
+    return [Example(random_views(rng), f"test:{i}", i) for i in range(n)]
 
 
 @pytest.mark.slow
@@ -59,3 +59,39 @@ def test_p1_is_exactly_ntp_only(distance):
     assert torch.equal(loss_a, loss_b)
     for p, q in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(p.grad, q.grad)
+
+
+def test_the_draw_of_a_record_does_not_depend_on_how_the_stream_is_chunked():
+    """Shards pack the stream in chunks (epoch 0), memory packs it whole: every record gets the same draw,
+    across block boundaries, and it is the documented formula."""
+    from megajepa.data.loss_dropout import BLOCK, keeps_views
+    n, p = 2 * BLOCK + 300, 0.75
+    whole = keeps_views(11, 0, np.arange(n), p)
+    for chunk in (7, 1000, BLOCK):
+        pieces = np.concatenate([keeps_views(11, 0, np.arange(s, min(s + chunk, n)), p) for s in range(0, n, chunk)])
+        assert np.array_equal(pieces, whole), chunk
+    assert [bool(k) for k in whole[BLOCK - 3:BLOCK + 3]] == [direct_keeps(11, 0, r, p) for r in range(BLOCK - 3, BLOCK + 3)]
+    assert abs((~whole).mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
+    assert not np.array_equal(keeps_views(11, 1, np.arange(n), p), whole)  # epochs draw anew
+
+
+def test_in_memory_examples_are_keyed_by_their_record_in_the_stream():
+    """A bad record is skipped without shifting the later records' draws, and PackedEpochs packs with
+    views exactly the examples whose record keeps them (epoch 0 = what shards pack)."""
+    from megajepa.data.examples import BadRecordReport, tokenize_records
+
+    class CharIds:  # any tokenizer will do: only the records' places matter here
+        def encode(self, text):
+            return [20 + ord(c) % 50 for c in text]
+    tok = CharIds()
+    records = [{"views": [f"text {i}", f"code {i}"]} for i in range(40)]
+    records[5] = {"views": []}  # no views: skipped
+    exs = tokenize_records(records, tok, "skip", BadRecordReport())
+    assert [e.record for e in exs] == [i for i in range(40) if i != 5]
+    epochs = PackedEpochs(exs, SPECIALS, LAYOUT, seq_len=256, seed=9, jepa_dropout=0.5)
+    for epoch in (0, 1):
+        want = [direct_keeps(9, epoch, e.record, 0.5) for e in exs]
+        assert list(epochs.keeps_views(epoch)) == want
+        assert sum(len(r.pairs) for r in epochs.rows(epoch)) == sum(want)
+    chunked = tokenize_records(records[20:], tok, "skip", BadRecordReport(), first_record=20)
+    assert [e.record for e in chunked] == list(range(20, 40))

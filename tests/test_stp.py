@@ -183,7 +183,7 @@ def test_samples_never_cross_a_document_boundary(mode):
 
 def epochs(mode="random_span", seed=SEED):
     rng = np.random.default_rng(7)
-    examples = [Example(random_views(rng, 2, high=20), f"synthetic:{i}") for i in range(60)]
+    examples = [Example(random_views(rng, 2, high=20), f"synthetic:{i}", i) for i in range(60)]
     return PackedEpochs(examples, SP, LayoutConfig(), 64, seed, stp=StpSampling(mode, 3, "none", seed))
 
 
@@ -231,7 +231,7 @@ def test_too_short_documents_are_counted_and_skipped_without_nan(mode):
 
 def test_stp_off_adds_nothing_to_the_batch_or_the_loss():
     rng = np.random.default_rng(3)
-    examples = [Example(random_views(rng, 2), f"synthetic:{i}") for i in range(20)]
+    examples = [Example(random_views(rng, 2), f"synthetic:{i}", i) for i in range(20)]
     plain = PackedEpochs(examples, SP, LayoutConfig(), 64, SEED).batch(0, 0, 2)
     assert not any(key.startswith("stp_") for key in plain)
     one = torch.tensor(1.0)

@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 class Example:
     views: list[list[int]]  # token ids per view, no specials
     source: str  # "file:line" (or "synthetic:index") for messages about this example
+    record: int  # its record's place in the training stream: the key of its loss-dropout draw
     prompt: list[int] | None = None  # chat system turn rendered before Text (data.system_prompt)
     jepa_views: list[list[int]] = field(default_factory=list)  # data.views: JEPA views apart from the stream
 
@@ -47,10 +48,12 @@ class RecordError(ValueError):
 
 def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
                      source_name: str = "synthetic", with_prompt: bool = False,
-                     extra_fields: tuple | list = (), view_specs: tuple | list = ()) -> list[Example]:
+                     extra_fields: tuple | list = (), view_specs: tuple | list = (),
+                     first_record: int = 0) -> list[Example]:
     """`records`: iterable of (source, record) or plain records (numbered from 1); a one-view record of any
     format is a plain NTP document (docs/data.md). `with_prompt`: keep a messages record's system turn as
-    the example's prompt. `view_specs` (data.views, records.ViewSpec): the JEPA views, apart from the stream."""
+    the example's prompt. `view_specs` (data.views, records.ViewSpec): the JEPA views, apart from the stream.
+    `first_record`: the stream position of records[0] (a chunk's offset), so Example.record is global."""
     out = []
     for i, item in enumerate(records, 1):
         source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
@@ -65,5 +68,5 @@ def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
             report.add(source, str(e))
             continue
         prompt = system_turn(record) if with_prompt else None
-        out.append(Example(ids, source, tokenizer.encode(prompt) if prompt else None, jepa_ids))
+        out.append(Example(ids, source, first_record + i - 1, tokenizer.encode(prompt) if prompt else None, jepa_ids))
     return out

@@ -1,7 +1,7 @@
 """Epochs of packed rows in a deterministic global order, sliced per rank, resumable exactly.
 
-Epoch e shuffles the examples with seed (seed, e), decides each example's JEPA loss dropout with the
-same generator, builds units and packs them into rows. Global micro-batch g is rows
+Epoch e shuffles the examples with seed (seed, e), decides each example's JEPA loss dropout by the
+rule of data/loss_dropout.py (the shards' rule too), builds units and packs them into rows. Global micro-batch g is rows
 [g*W*B, (g+1)*W*B) of the epoch (W ranks, B rows per rank); rank r takes its B-row slice. The state
 is (epoch, rows consumed), so a resumed run sees exactly the rows the uninterrupted run would.
 Preprocessed shards (shards.ShardRows) are packed once and permuted per epoch instead.
@@ -17,6 +17,7 @@ import torch
 
 from megajepa.data.collate import collate
 from megajepa.data.examples import BadRecordReport, Example, RecordError
+from megajepa.data.loss_dropout import keeps_views
 from megajepa.data.packing import LayoutConfig, PackedRow, Specials, Unit, build_unit, place
 from megajepa.data.stp import StpSampling, add_stp_samples
 
@@ -78,9 +79,13 @@ class PackedEpochs:
     def _pack(self, epoch: int) -> list[PackedRow]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.examples))
-        keep_jepa = rng.random(len(self.examples)) >= self.jepa_dropout
+        keep_jepa = self.keeps_views(epoch)
         units = [self._unit(self.examples[i], self.use_jepa and bool(keep_jepa[i])) for i in order]
         return place(units, self.seq_len, self.specials)
+
+    def keeps_views(self, epoch: int) -> np.ndarray:
+        """Per example (in self.examples' order): whether it is packed with its JEPA views in `epoch`."""
+        return keeps_views(self.seed, epoch, [ex.record for ex in self.examples], self.jepa_dropout)
 
     # the loader's row-source interface (shards.ShardRows implements the same)
     def num_rows(self, epoch: int) -> int:

@@ -1,7 +1,7 @@
 """Tokenize and pack a run's corpus once into memory-mapped shards (tools/preprocess_data.py).
 
 Records stream from the mixture in chunks; a process pool turns each chunk into packed rows with the
-same `tokenize_records`, unit builder and `place` as the in-memory path (dropout drawn per chunk,
+same `tokenize_records`, unit builder and `place` as the in-memory path (loss dropout by the same rule,
 results in chunk order, so the output does not depend on the number of workers); the main process
 reads records and appends the rows to shards. Rows are packed in stream order; training permutes
 them per epoch.
@@ -93,7 +93,7 @@ def preprocess(cfg, out_dir: str, workers: int = 1, rows_per_shard: int = 8192, 
                "extra_fields": list(cfg.data.extra_view_fields), "view_specs": view_specs(cfg.data.views),
                "seed": cfg.seed, "dropout": cfg.jepa.example_dropout,
                "specials": specials, "layout": LayoutConfig.from_run(cfg), "use_jepa": signature["use_jepa"],
-               "seq_len": cfg.data.seq_len}
+               "seq_len": cfg.data.seq_len, "chunk_records": chunk_records}
     report, counts, by_file = BadRecordReport(), {"records": 0, "examples": 0, "jepa_examples": 0}, {}
     writer = ShardWriter(out_dir, cfg.data.seq_len, rows_per_shard, field_dtypes(tokenizer.vocab_size, cfg.data.seq_len))
     with RowPool(workers, tokenizer_path, options) as packed:  # before the bar: no thread is forked

@@ -1,5 +1,6 @@
 """Records -> packed rows in a process pool. Each worker takes a chunk of records and does everything
-up to the on-disk arrays: tokenize, draw JEPA loss dropout from (seed, chunk index), build the units,
+up to the on-disk arrays: tokenize, draw JEPA loss dropout (data/loss_dropout.py: the in-memory path's
+rule for epoch 0, by each record's place in the stream), build the units,
 check they fit, place them first-fit into rows (packing.place), convert to arrays. Results come back
 in chunk order, so the output never depends on the number of workers; only numpy arrays cross
 processes. A chunk's last rows may be less full than one global placement would make them: chunks
@@ -9,15 +10,14 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 
-import numpy as np
 
 from megajepa.data.examples import BadRecordReport, tokenize_records
 from megajepa.data.loader import fits, make_unit
+from megajepa.data.loss_dropout import keeps_views
 from megajepa.data.packing import place
 from megajepa.data.shards import rows_to_arrays
 from megajepa.data.tokenizer import load_tokenizer
 
-DROPOUT_STREAM = 0x64726F70  # "drop": keeps these draws apart from every other use of the seed
 _worker: dict = {}
 
 
@@ -27,11 +27,12 @@ def _init_worker(tokenizer_path: str, options: dict) -> None:
 
 
 def chunk_units(index: int, chunk: list, tokenizer, o: dict, report: BadRecordReport) -> list:
-    """The packing units of one chunk of (source, record) pairs, in order."""
+    """The packing units of one chunk of (source, record) pairs, in order; chunk `index` starts at record
+    index * o["chunk_records"] of the stream."""
     examples = tokenize_records(chunk, tokenizer, o["policy"], report,
                                 with_prompt=o["system_prompt"], extra_fields=o["extra_fields"],
-                                view_specs=o["view_specs"])
-    keep = np.random.default_rng([o["seed"], DROPOUT_STREAM, index]).random(len(examples)) >= o["dropout"]
+                                view_specs=o["view_specs"], first_record=index * o["chunk_records"])
+    keep = keeps_views(o["seed"], 0, [ex.record for ex in examples], o["dropout"])  # packed once: epoch 0
     units = []
     for ex, with_jepa in zip(examples, keep):
         unit = make_unit(ex, o["specials"], o["layout"], o["use_jepa"] and bool(with_jepa))
