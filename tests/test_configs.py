@@ -18,7 +18,7 @@ def _load(name, *overrides):
 
 def test_every_config_is_tested():
     assert sorted(os.listdir(CONFIGS)) == sorted(["demo.yaml", "pretrain_125m_shards.yaml", "pretrain_1b_shards.yaml",
-                                                  "continue_llama.yaml", "stp_plain_text.yaml", "paper"])
+                                                  "continue_llama.yaml", "stp_plain_text.yaml", "paper", "study"])
     assert sorted(os.listdir(os.path.join(CONFIGS, "paper"))) == sorted([*PAPER, "stp_nlrx.yaml"])
 
 
@@ -67,3 +67,27 @@ def test_stp_as_in_the_reference_run_script(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     cfg = _load(os.path.join("paper", "stp_nlrx.yaml"), f"model.init_from_hf={tmp_path}")
     assert cfg.to_dict()["stp"]["lambda"] == 0.02 and cfg.to_dict()["stp"]["mode"] == "random_span"
+
+
+def test_study_configs(tmp_path, monkeypatch):
+    """configs/study/: the base config and every arm of arms.yaml load as benchmarks/study_v2.py applies
+    them; the model has >= 3M parameters (issue 13); the NTP arm packs no views."""
+    import yaml
+
+    from megajepa.model.transformer import Transformer, resolve_model_config
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(CONFIGS), "benchmarks"))
+    import study_v2
+    base = os.path.join("study", "e1_nlrx_synth.yaml")
+    with open(os.path.join(CONFIGS, "study", "arms.yaml")) as f:
+        arms = yaml.safe_load(f)
+    assert sorted(os.listdir(os.path.join(CONFIGS, "study"))) == ["arms.yaml", "e1_nlrx_synth.yaml"]
+    assert {"ntp", "jepa_paper", "jepa_sigreg", "infonce", "stp", "stp_jepa"} <= set(arms)
+    for arm, settings in arms.items():
+        cfg = _load(base, *study_v2.overrides_of(settings))
+        assert settings["about"] and (cfg.jepa.lam > 0 or cfg.stp.lam > 0 or arm == "ntp"), arm
+    ntp = _load(base, *study_v2.overrides_of(arms["ntp"]))
+    assert ntp.jepa.lam == 0 and ntp.stp.lam == 0
+    paper = _load(base, *study_v2.overrides_of(arms["jepa_paper"]))
+    assert (paper.jepa.lam, paper.jepa.embed_at, paper.jepa.dropout, paper.jepa.regularizer) == (1.0, "last", 0.0, "none")
+    model = Transformer(resolve_model_config(ntp.model, vocab_size=ntp.data.vocab_size))
+    assert sum(p.numel() for p in model.parameters()) >= 3_000_000

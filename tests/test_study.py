@@ -79,7 +79,7 @@ def test_equal_examples_steps_are_the_loaders_epochs(study, toy_files, tmp_path)
     steps = v2.steps_for_epochs(overrides, 3)
     cfg = load_config(v2.BASE_CONFIG, overrides)
     _, rows = build_data(cfg, None, 0)
-    assert len({rows.num_rows(e) for e in range(3)}) > 1  # dropout 0.75: each epoch packs differently
+    assert list(rows.keeps_views(0)) != list(rows.keeps_views(1))  # dropout 0.75: each epoch packs anew
     loader = DistributedRowLoader(rows, cfg.train.micro_batch_size, 0, 1, cfg.train.grad_accum)
     taken = 0
     while True:
