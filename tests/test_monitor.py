@@ -66,6 +66,24 @@ def test_a_lasting_collapse_warns_once_per_ten_intervals(caplog):
     assert "for 11 log intervals" in warned[1]
 
 
+def test_stp_displacements_warn_by_the_rank_rule(caplog):
+    """collapse/erank_stp = the effective rank of both vectors of every real sample (padded slots, weight
+    0, left out); a collapsed set warns (and marks the run for the summary), a healthy one does not."""
+    g = torch.Generator().manual_seed(5)
+    monitor = CollapseMonitor(width=32, warn_fraction=0.25)
+    healthy = torch.randn(40, 2, 32, generator=g)
+    weight = torch.cat([torch.ones(36), torch.zeros(4)])
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        stats = monitor.displacements(healthy, weight, step=3)
+    assert not caplog.records and not monitor.warned
+    assert math.isclose(stats["collapse/erank_stp"], effective_rank(healthy[:36].reshape(72, 32)), rel_tol=1e-6)
+    collapsed = torch.randn(1, 1, 32, generator=g) + 1e-3 * torch.randn(40, 2, 32, generator=g)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        stats = monitor.displacements(collapsed, weight, step=9)
+    assert stats["collapse/erank_stp"] < 2 and monitor.warned
+    assert any("step 9: collapse/erank_stp" in r.getMessage() for r in caplog.records)
+
+
 def test_warns_when_pred_is_as_close_to_other_targets_after_warm_up(caplog):
     """Few pairs (loss dropout): the rank threshold (5% of 12 embeddings) is below 1, so it cannot fire, but
     every Pred is as close to the other targets as to its own; the warning waits for the warm-up to end and

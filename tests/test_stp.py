@@ -303,3 +303,22 @@ def test_compiled_stp_term_equals_eager():
     torch.testing.assert_close(c_stp_sum, stp_sum, rtol=1e-5, atol=1e-6)
     for name, g in grads.items():
         torch.testing.assert_close(c_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_too_short_documents_are_said_once_in_the_log(caplog):
+    """The first log interval with documents too short for stp.mode warns (with the mode); later ones only
+    count them in stp/skipped_documents."""
+    import logging
+    from types import SimpleNamespace
+
+    from megajepa.training.trainer import Trainer
+    cfg = load_config(None, ["stp.lambda=0.1", "stp.mode=triples"])
+    state = SimpleNamespace(cfg=cfg, rank=0, step=5, _warned_short_documents=False)
+    with caplog.at_level(logging.WARNING, logger="megajepa"):
+        assert Trainer._stp_scalars(state, 0.4, 0.0) == {"loss/stp": 0.4, "stp/skipped_documents": 0.0}
+        assert not caplog.records
+        assert Trainer._stp_scalars(state, 0.4, 3.0)["stp/skipped_documents"] == 3.0
+        state.step = 10
+        Trainer._stp_scalars(state, 0.4, 2.0)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("step 5: 3 document(s)") and "stp.mode=triples" in warned[0]

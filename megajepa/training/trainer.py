@@ -46,6 +46,7 @@ class Trainer:
                                        self.cfg.jepa.collapse_cos_margin, after_step=self.cfg.train.warmup_steps)
         self._embeddings = None  # the last micro-batch's (Pred, Enc, pair mask), for the monitor
         self._stp_vectors = None  # the last micro-batch's STP displacements and sample weights, for the monitor
+        self._warned_short_documents = False
         self.logger = MetricsLogger(self.cfg.output_dir, self.rank == 0, self.cfg.logging, self.cfg.to_dict())
         self.step_log = StepLog(self.cfg.output_dir, enabled=self.rank == 0)
         self.nonfinite = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
@@ -183,13 +184,21 @@ class Trainer:
         if j.lam > 0 and self._embeddings is not None:  # collective: every rank gathers
             scalars.update(self.monitor(*self._embeddings, self.step, warn=self.rank == 0))
         if stp_on(self.cfg.stp) and self._stp_vectors is not None:  # collective too
-            scalars.update(self.monitor.displacements(*self._stp_vectors))
+            scalars.update(self.monitor.displacements(*self._stp_vectors, self.step, warn=self.rank == 0))
         self.logger.log(self.step, scalars)
         self.last_scalars.update(scalars)
 
     def _stp_scalars(self, stp: float, skipped: float) -> dict[str, float]:
-        """loss/stp and the documents too short for stp.mode (no sample drawn) over the log interval."""
-        return {"loss/stp": stp, "stp/skipped_documents": skipped} if stp_on(self.cfg.stp) else {}
+        """loss/stp and the documents too short for stp.mode (no sample drawn) over the log interval; the
+        first interval that has any says so in the log (its count stays in the scalars)."""
+        if not stp_on(self.cfg.stp):
+            return {}
+        if skipped and not self._warned_short_documents and self.rank == 0:
+            log.warning("step %d: %d document(s) in this log interval were too short for stp.mode=%s and drew no "
+                        "STP sample (stp/skipped_documents counts them every interval)", self.step, int(skipped),
+                        self.cfg.stp.mode)
+            self._warned_short_documents = True
+        return {"loss/stp": stp, "stp/skipped_documents": skipped}
 
     def evaluate(self) -> None:
         """Greedy generation on the eval set (every rank, collectively), scores logged on rank 0."""
@@ -204,7 +213,7 @@ class Trainer:
         last = step_log.read(os.path.join(out, "losses.jsonl")).get(self.step, {})
         evals = {k: v for k, v in self.last_scalars.items() if k.startswith("eval/")}
         log.info("%s", report.summary(out, self.step, last, self.last_scalars.get("throughput/tokens_per_s"),
-                                      self.monitor.collapsed_intervals > 0, self.last_checkpoint, evals, paths))
+                                      self.monitor.warned, self.last_checkpoint, evals, paths))
 
     def run(self) -> None:
         t = self.cfg.train

@@ -11,7 +11,7 @@ when Pred is no closer to its own target than to the others' (cos_pred_target - 
 `cos_margin` for CONFIRM log intervals in a row: right after init every embedding points alike for a while): with few pairs per micro-batch (loss dropout) a collapsed set keeps an effective rank of
 2-3, above any useful rank threshold, and only the cosines show that the term has stopped teaching.
 STP runs also log the effective rank of the sampled hidden-state displacements (both vectors of
-every sample; data/stp.py), `collapse/erank_stp`.
+every sample; data/stp.py), `collapse/erank_stp`, and warn by the same rank rule when it falls low.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class CollapseMonitor:
         self.cos_margin, self.after_step = cos_margin, after_step
         self.collapsed_intervals = 0
         self.close_intervals = 0  # log intervals in a row with Pred as close to the others' targets as to its own
+        self.stp_low_intervals = 0  # log intervals in a row with the STP displacements' rank below the threshold
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, step: int,
                  warn: bool = True) -> dict[str, float]:
@@ -57,8 +58,24 @@ class CollapseMonitor:
                         "" if self.collapsed_intervals == 1 else f" (for {self.collapsed_intervals} log intervals)")
         return stats
 
-    def displacements(self, vectors: torch.Tensor, weight: torch.Tensor) -> dict[str, float]:
+    @property
+    def warned(self) -> bool:
+        """Whether the last log interval warned (the end-of-run summary's collapse word)."""
+        return self.collapsed_intervals > 0 or self.stp_low_intervals > 0
+
+    def displacements(self, vectors: torch.Tensor, weight: torch.Tensor, step: int = 0,
+                      warn: bool = True) -> dict[str, float]:
         """Collective: {collapse/erank_stp} over the STP vectors [S, 2, D] of real samples (weight > 0) on every
         rank; empty when fewer than 2."""
         rows = gather_valid(vectors.reshape(-1, vectors.shape[-1]), weight.to(vectors.device).repeat_interleave(2))
-        return {"collapse/erank_stp": effective_rank(rows)} if rows.shape[0] >= 2 else {}
+        if rows.shape[0] < 2:
+            return {}
+        erank = effective_rank(rows)
+        threshold = self.warn_fraction * min(self.width, rows.shape[0])
+        self.stp_low_intervals = self.stp_low_intervals + 1 if erank < threshold else 0
+        if warn and self.stp_low_intervals % self.REPEAT == 1:
+            log.warning("step %d: collapse/erank_stp = %.2f below %.2f (jepa.collapse_warn_fraction %g x min(width "
+                        "%d, %d displacement vectors)): the STP displacements may be collapsing%s", step, erank,
+                        threshold, self.warn_fraction, self.width, rows.shape[0],
+                        "" if self.stp_low_intervals == 1 else f" (for {self.stp_low_intervals} log intervals)")
+        return {"collapse/erank_stp": erank}
