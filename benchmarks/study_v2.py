@@ -5,23 +5,30 @@
 
 E1, NL-RX-SYNTH from random init, data-efficiency curve: every arm of configs/study/arms.yaml is trained
 on a nested fraction of synth_train.jsonl (the first n of one fixed shuffle, so 1/16 is inside 1/8 ...)
-over the base config configs/study/e1_nlrx_synth.yaml, and evaluated on all of synth_test.jsonl: prefix
-(the paper's metric here), exact and regex-language equivalence, plus the embedding geometry
-(megajepa-analyze) and the collapse scalars logged over training. Two budgets:
+over configs/study/e1_nlrx_synth.yaml, and evaluated on all of synth_test.jsonl: prefix (the paper's
+metric here), exact and regex-language equivalence, plus the embedding geometry (megajepa-analyze) and
+the collapse scalars logged over training. Two budgets:
   examples   every arm sees the same examples: --epochs passes over the whole train file's worth of
              examples, i.e. --epochs / fraction epochs of its fraction (a fixed training budget over less
              unique data; the steps its own packing needs)
   compute    NTP trained for the model FLOPs (losses.jsonl, megajepa/model/flops.py) that a JEPA arm
              spent at equal examples: the run `ntp_at_<arm>_flops`, NTP getting the extra steps
-Statistics per (fraction, budget, arm) against its NTP run of the same seed: per-seed differences, the
-paper's paired one-tailed t-test, an exact sign-flip test and McNemar pooled over seeds
-(benchmarks/study_stats.py).
 
-Running it: every run lives in OUT/e1/<fraction>/<arm>/seed<N>. A run with result.json is reused; an
-interrupted one resumes from its last checkpoint (resume=auto). Start the same command in several
-shells to split the work: a run is claimed with a lock file (a dead owner's lock is taken over), and
-NTP-at-equal-compute runs wait for the two runs they are sized from. Every run records the code
-version (git commit, and whether the tree was dirty) it trained with.
+E2, paraphrase pretraining -> NTP fine-tuning (the paper's Table 9 protocol): each --e2-arms objective
+pretrains on paraphrase groups of the embedded generator (5 views, `jepa.pairs: chain`, `data.train_all`;
+configs/study/e2_paraphrase.yaml), the run is converted to transformers, and every pretrained model is
+fine-tuned with NTP only on rotten_tomatoes_train.jsonl (configs/study/e2_finetune_rt.yaml); label
+accuracy on rotten_tomatoes_test.jsonl. One tokenizer, trained on the paraphrase corpus and the review
+texts, serves every E2 run.
+
+Statistics per group against its NTP run of the same seed: per-seed differences, the paper's paired
+one-tailed t-test, an exact sign-flip test and McNemar pooled over seeds (benchmarks/study_stats.py).
+
+Running it: every run lives in OUT/e1/<fraction>/<arm>/seed<N> or OUT/e2/<arm>/seed<N>. A run with
+result.json is reused; an interrupted one resumes from its last checkpoint (resume=auto). Start the same
+command in several shells to split the work: a run is claimed with a lock file (a dead owner's lock is
+taken over), and NTP-at-equal-compute runs wait for the runs they are sized from. Every run records the
+code version (git commit, and whether the tree was dirty) it trained with (benchmarks/study_runs.py).
 """
 from __future__ import annotations
 
@@ -29,34 +36,39 @@ import argparse
 import json
 import os
 import random
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 import yaml
-from study_stats import mcnemar_p, paired_t_greater, sign_flip_p  # benchmarks/ is on sys.path as a script
+from study_runs import (REPO, log, run_all, seeds, steps_for_epochs, train, trained_flops,  # benchmarks/ is
+                        write_atomically)  # on sys.path when run as a script
+from study_stats import mcnemar_p, paired_t_greater, sign_flip_p
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "datasets", "llm-jepa")
-BASE_CONFIG = os.path.join(REPO, "configs", "study", "e1_nlrx_synth.yaml")
-ARMS_FILE = os.path.join(REPO, "configs", "study", "arms.yaml")
+STUDY = os.path.join(REPO, "configs", "study")
+BASE_CONFIG = os.path.join(STUDY, "e1_nlrx_synth.yaml")
+E2_PRETRAIN = os.path.join(STUDY, "e2_paraphrase.yaml")
+E2_FINETUNE = os.path.join(STUDY, "e2_finetune_rt.yaml")
+ARMS_FILE = os.path.join(STUDY, "arms.yaml")
 FRACTIONS = ("1/16", "1/8", "1/4", "1/2", "1")
-METRICS = ("prefix", "exact", "regex")
+METRICS = {"e1": ("prefix", "exact", "regex"), "e2": ("label",)}
 COLLAPSE_TAGS = ("collapse/erank_enc", "collapse/erank_pred", "collapse/cos_pred_target", "collapse/cos_pred_other")
 EXAMPLES, COMPUTE = "examples", "compute"
+PARAPHRASE_VIEWS = 5  # the paper's groups of 5 paraphrases
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training run. `arm` is an arm of arms.yaml; at the compute budget `arm` is ntp and `sized_by`
-    the JEPA arm whose FLOPs it matches."""
-    fraction: str
+    """One run. `arm` is an arm of arms.yaml; at the compute budget `arm` is ntp and `sized_by` the JEPA
+    arm whose FLOPs it matches. E2 runs have no fraction."""
+    experiment: str
     arm: str
     seed: int
+    fraction: str | None = None
     sized_by: str | None = None
 
     @property
@@ -68,12 +80,14 @@ class Run:
         return f"ntp_at_{self.sized_by}_flops" if self.sized_by else self.arm
 
     def dir(self, out: str) -> str:
+        if self.experiment == "e2":
+            return os.path.join(out, "e2", self.label, f"seed{self.seed}")
         return os.path.join(out, "e1", "frac_" + self.fraction.replace("/", "_"), self.label, f"seed{self.seed}")
 
     def deps(self) -> list["Run"]:
         if not self.sized_by:
             return []
-        return [Run(self.fraction, "ntp", self.seed), Run(self.fraction, self.sized_by, self.seed)]
+        return [Run("e1", "ntp", self.seed, self.fraction), Run("e1", self.sized_by, self.seed, self.fraction)]
 
 
 def parse_args(argv=None):
@@ -82,53 +96,133 @@ def parse_args(argv=None):
     p.add_argument("--json", help="summary JSON (default OUT/study_v2.json)")
     p.add_argument("--summarize", action="store_true", help="only summarize the finished runs")
     p.add_argument("--no-summary", action="store_true", help="only train and evaluate")
-    p.add_argument("--train", default=os.path.join(SHARED, "synth_train.jsonl"))
-    p.add_argument("--test", default=os.path.join(SHARED, "synth_test.jsonl"))
-    p.add_argument("--arms", default="ntp,jepa_paper,jepa_sigreg,infonce,stp,stp_jepa")
-    p.add_argument("--compute-arms", default="jepa_paper,jepa_sigreg,infonce,stp_jepa",
-                   help="JEPA arms that get an NTP run at their FLOPs ('' : none)")
-    p.add_argument("--fractions", default=",".join(FRACTIONS))
+    p.add_argument("--experiments", default="e1,e2")
     p.add_argument("--seeds", default="1-5", help="a range A-B or a list 1,2,3")
-    p.add_argument("--epochs", type=int, default=4,
-                   help="epochs of the whole train file (the paper fixes 4); a fraction f trains epochs / f epochs")
-    p.add_argument("--eval-examples", type=int, default=0, help="first N of the test file (0: all)")
-    p.add_argument("--analysis-examples", type=int, default=300, help="must exceed the model width")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
     p.add_argument("--wait", type=float, default=30.0, help="seconds between looks at runs another process holds")
-    p.add_argument("overrides", nargs="*", help="run-config overrides for every run (e.g. model.dim=128)")
+    e1 = p.add_argument_group("E1 (NL-RX-SYNTH)")
+    e1.add_argument("--train", default=os.path.join(SHARED, "synth_train.jsonl"))
+    e1.add_argument("--test", default=os.path.join(SHARED, "synth_test.jsonl"))
+    e1.add_argument("--arms", default="ntp,jepa_paper,jepa_sigreg,infonce,stp,stp_jepa")
+    e1.add_argument("--compute-arms", default="jepa_paper,jepa_sigreg,infonce,stp_jepa",
+                    help="JEPA arms that get an NTP run at their FLOPs ('' : none)")
+    e1.add_argument("--fractions", default=",".join(FRACTIONS))
+    e1.add_argument("--epochs", type=int, default=4,
+                    help="epochs of the whole train file (the paper fixes 4); a fraction f trains epochs / f epochs")
+    e1.add_argument("--eval-examples", type=int, default=0, help="first N of the test file (0: all)")
+    e1.add_argument("--analysis-examples", type=int, default=300, help="must exceed the model width")
+    e2 = p.add_argument_group("E2 (paraphrase pretraining -> Rotten Tomatoes)")
+    e2.add_argument("--rt-train", default=os.path.join(SHARED, "rotten_tomatoes_train.jsonl"))
+    e2.add_argument("--rt-test", default=os.path.join(SHARED, "rotten_tomatoes_test.jsonl"))
+    e2.add_argument("--e2-arms", default="ntp,jepa_paper,jepa_sigreg,infonce")
+    e2.add_argument("--paraphrase-groups", type=int, default=20000, help="pretraining groups (train split)")
+    e2.add_argument("--pretrain-epochs", type=int, default=2)
+    e2.add_argument("--finetune-epochs", type=int, default=2)
+    e2.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run-config override for the fine-tuning runs (repeatable)")
+    p.add_argument("overrides", nargs="*", help="run-config overrides for every E1 run and E2 pretraining "
+                                                "(e.g. model.dim=128)")
     return p.parse_args(argv)
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, last = map(int, text.split("-"))
-        return list(range(first, last + 1))
-    return [int(s) for s in text.split(",") if s]
+def read_arms() -> dict:
+    with open(ARMS_FILE) as f:
+        return yaml.safe_load(f)
 
 
 def plan(args, arms: dict) -> list[Run]:
-    """Seed-major (a study cut short still has every arm at seed 1), then fraction, then arm; compute-
-    budget runs after the runs they are sized from."""
+    """Seed-major (a study cut short still has every arm at seed 1), then experiment, fraction, arm;
+    compute-budget runs after the runs they are sized from."""
+    experiments = [e for e in args.experiments.split(",") if e]
     wanted = [a for a in args.arms.split(",") if a]
     compute = [a for a in args.compute_arms.split(",") if a and a in wanted]
-    unknown = [a for a in wanted if a not in arms]
-    bad_fractions = [f for f in args.fractions.split(",") if f not in FRACTIONS]
-    if unknown or bad_fractions or (compute and "ntp" not in wanted):
-        raise SystemExit(f"error: unknown arm(s) {unknown} (arms.yaml: {', '.join(arms)}) or fraction(s) "
-                         f"{bad_fractions} (choose from {', '.join(FRACTIONS)}); --compute-arms needs the ntp arm")
+    e2_arms = [a for a in args.e2_arms.split(",") if a]
+    unknown = [a for a in wanted + e2_arms if a not in arms]
+    bad = [e for e in experiments if e not in METRICS] + [f for f in args.fractions.split(",") if f not in FRACTIONS]
+    if unknown or bad or (compute and "ntp" not in wanted) or ("e2" in experiments and "ntp" not in e2_arms):
+        raise SystemExit(f"error: unknown arm(s) {unknown} (arms.yaml: {', '.join(arms)}), or experiment(s) / "
+                         f"fraction(s) {bad} (e1, e2; {', '.join(FRACTIONS)}); --compute-arms and --e2-arms need ntp")
     runs = []
     for seed in seeds(args.seeds):
-        for fraction in args.fractions.split(","):
-            runs += [Run(fraction, arm, seed) for arm in wanted]
-            runs += [Run(fraction, "ntp", seed, sized_by=arm) for arm in compute]
+        if "e1" in experiments:
+            for fraction in args.fractions.split(","):
+                runs += [Run("e1", arm, seed, fraction) for arm in wanted]
+                runs += [Run("e1", "ntp", seed, fraction, sized_by=arm) for arm in compute]
+        if "e2" in experiments:
+            runs += [Run("e2", arm, seed) for arm in e2_arms]
     return runs
 
 
-# ---------------------------------------------------------------- data, tokenizer, steps
+def overrides_of(arm_settings: dict) -> list[str]:
+    """An arm's nested settings as dotted key=value overrides (values as YAML)."""
+    out = []
+    for section, values in arm_settings.items():
+        if section == "about":
+            continue
+        for key, value in values.items():
+            out.append(f"{section}.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return out
+
+
+def needed_files(args) -> list[str]:
+    experiments = args.experiments.split(",")
+    return ([args.train, args.test] if "e1" in experiments else []) + \
+        ([args.rt_train, args.rt_test] if "e2" in experiments else [])
+
+
+def train_sentencepiece(path: str, config: str, sources: list[str], overrides: list[str]) -> str:
+    """A sentencepiece model at `path` trained on the records of `sources` (config's data.vocab_size)."""
+    if not os.path.isfile(path):
+        from megajepa.config import load_config
+        from megajepa.data.corpus import record_texts, train_records
+        from megajepa.data.tokenizer.sentencepiece import train_tokenizer
+        cfg = load_config(config, [f"data.sources=[{', '.join(sources)}]", *overrides])
+        tmp = os.path.join(os.path.dirname(path), f"tmp{os.getpid()}", os.path.basename(path))
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        train_tokenizer(record_texts(train_records(cfg)), tmp, cfg.data.vocab_size)
+        os.replace(tmp, path)
+    return path
+
+
+def analyze_into(run_dir: str, model: str, test: str, examples: int) -> dict:
+    """megajepa-analyze of `model` on `test`: the geometry scalars of the study's tables."""
+    from megajepa.cli.analyze import main as analyze
+    out = os.path.join(run_dir, "analysis")
+    if analyze(["--model", model, "--input", test, "--out", out, "--max-examples", str(examples), "--predictors", "1"]):
+        raise RuntimeError(f"embedding analysis of {model} failed")
+    with open(os.path.join(out, "analysis.json")) as f:
+        a = json.load(f)
+    return {"erank_enc_code": a["effective_rank"]["enc_code"], "erank_pred": a["effective_rank"]["pred"],
+            "cos_pred_own_code": a["cos_pred_code"], "cos_pred_other_code": a["cos_pred_other_code"],
+            "lstsq_text_to_code": a["text_to_code"]["lstsq_error"], "lstsq_relative": a["text_to_code"]["lstsq_relative"]}
+
+
+def generate_into(run_dir: str, model: str, test: str, metrics: tuple, max_examples: int = 0) -> dict[str, float]:
+    """Greedy generation of `model` on `test`: {metric: accuracy %}; predictions.jsonl beside."""
+    from megajepa.eval.generate import main as generate
+    if generate(["--model", model, "--input", test, "--output", os.path.join(run_dir, "predictions.jsonl"),
+                 "--json", os.path.join(run_dir, "metrics.json"), "--metric", ",".join(metrics),
+                 "--max-examples", str(max_examples)]):
+        raise RuntimeError(f"evaluation of {model} failed")
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        return {m: 100 * v["accuracy"] for m, v in json.load(f)["metrics"].items()}
+
+
+def collapse_series(run_dir: str) -> dict[str, list]:
+    from megajepa.training.logs.report import tensorboard_scalars
+    tb = tensorboard_scalars(run_dir)
+    return {tag: [[s, round(v, 5)] for s, v in zip(*tb[tag])] for tag in COLLAPSE_TAGS if tag in tb}
+
+
+def finish(run: Run, run_dir: str, **record) -> None:
+    with open(os.path.join(run_dir, "study_run.json")) as f:
+        first = json.load(f)
+    first.update(experiment=run.experiment, arm=run.arm, fraction=run.fraction, label=run.label,
+                 budget=run.budget, seed=run.seed, **record)
+    write_atomically(os.path.join(run_dir, "result.json"), json.dumps(first, indent=2))
+
+
+# ---------------------------------------------------------------- E1
 
 def fraction_file(args, fraction: str) -> str:
     """The first round(n * fraction) records of one fixed shuffle (seed 0) of the train file."""
@@ -144,38 +238,10 @@ def fraction_file(args, fraction: str) -> str:
     return path
 
 
-def write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # two processes preparing the same file: the last identical copy wins
-
-
 def tokenizer_file(args) -> str:
-    """One sentencepiece model trained on all of the train file, shared by every run (the base config's
-    data.vocab_size)."""
-    path = os.path.join(args.out, "tokenizer", "tokenizer.model")
-    if not os.path.isfile(path):
-        from megajepa.config import load_config
-        from megajepa.data.corpus import record_texts, train_records
-        from megajepa.data.tokenizer.sentencepiece import train_tokenizer
-        cfg = load_config(BASE_CONFIG, [f"data.sources=[{args.train}]", *args.overrides])
-        tmp = os.path.join(args.out, "tokenizer", f"tmp{os.getpid()}", "tokenizer.model")
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        train_tokenizer(record_texts(train_records(cfg)), tmp, cfg.data.vocab_size)
-        os.replace(tmp, path)
-    return path
-
-
-def overrides_of(arm_settings: dict) -> list[str]:
-    """An arm's nested settings as dotted key=value overrides (values as YAML)."""
-    out = []
-    for section, values in arm_settings.items():
-        if section == "about":
-            continue
-        for key, value in values.items():
-            out.append(f"{section}.{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    return out
+    """E1's sentencepiece model: trained on all of the train file, shared by every E1 run."""
+    return train_sentencepiece(os.path.join(args.out, "tokenizer", "tokenizer.model"), BASE_CONFIG, [args.train],
+                               args.overrides)
 
 
 def run_overrides(args, arms: dict, run: Run, tokenizer: str) -> list[str]:
@@ -187,167 +253,79 @@ def epochs_of(args, fraction: str) -> int:
     return round(args.epochs / Fraction(fraction))
 
 
-def steps_for_epochs(overrides: list[str], epochs: int) -> int:
-    """Optimizer steps for `epochs` epochs of the run's own packing: the loader drops each epoch's tail a
-    whole optimizer step at a time (megajepa/data/loader.py), one process."""
-    from megajepa.config import load_config
-    from megajepa.training.build import build_data
-    cfg = load_config(BASE_CONFIG, overrides)
-    _, rows = build_data(cfg, None, 0)
-    per_step = cfg.train.micro_batch_size * cfg.train.grad_accum
-    return sum(rows.num_rows(epoch) // per_step for epoch in range(epochs))
-
-
-def trained_flops(run_dir: str) -> tuple[int, float]:
-    """(steps, model FLOPs) of a finished run, from its losses.jsonl (the last line of a redone step wins)."""
-    from megajepa.training.logs import step_log
-    steps = step_log.read(os.path.join(run_dir, "losses.jsonl"))
-    return len(steps), sum(r["flops"] for r in steps.values())
-
-
-def steps_for(args, arms: dict, run: Run, overrides: list[str]) -> int:
+def e1_steps(args, run: Run, overrides: list[str]) -> int:
     if not run.sized_by:
-        return steps_for_epochs(overrides, epochs_of(args, run.fraction))
+        return steps_for_epochs(BASE_CONFIG, overrides, epochs_of(args, run.fraction))
     ntp_steps, ntp_flops = trained_flops(run.deps()[0].dir(args.out))
     _, arm_flops = trained_flops(run.deps()[1].dir(args.out))
     return round(arm_flops / (ntp_flops / ntp_steps))
 
 
-# ---------------------------------------------------------------- one run
-
-def code_version() -> dict:
-    def git(*a):
-        return subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
-def claim(run_dir: str) -> bool:
-    """Take the run's lock (a lock whose process is gone on this host is taken over)."""
-    os.makedirs(run_dir, exist_ok=True)
-    lock = os.path.join(run_dir, "study.lock")
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            with open(lock) as f:
-                host, _, pid = f.read().partition(" ")
-            if host != socket.gethostname() or _alive(int(pid or 0)):
-                return False
-            os.remove(lock)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
-
-
-def train(args, run: Run, overrides: list[str], steps: int) -> float:
-    """Train (or resume) the run to `steps`; the wall seconds of this attempt."""
+def do_e1(args, arms: dict, run: Run) -> None:
     run_dir = run.dir(args.out)
-    cmd = [sys.executable, os.path.join(REPO, "megajepa", "train.py"), "--config", BASE_CONFIG,
-           f"output_dir={run_dir}", *overrides, f"train.max_steps={steps}", "resume=auto"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    with open(os.path.join(run_dir, "study_run.json"), "w") as f:
-        json.dump({"command": cmd, "config": os.path.relpath(BASE_CONFIG, REPO), "arms_file": os.path.relpath(ARMS_FILE, REPO),
-                   "arm": run.arm, "sized_by": run.sized_by, "steps": steps, "code": code_version()}, f, indent=2)
-    t0 = time.time()
-    with open(os.path.join(run_dir, "train.log"), "a") as logf:
-        proc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    if proc.returncode:
-        raise RuntimeError(f"training {run_dir} failed (exit {proc.returncode}); see {run_dir}/train.log")
-    return time.time() - t0
-
-
-def evaluate(args, run_dir: str) -> float:
-    from megajepa.cli.analyze import main as analyze
-    from megajepa.eval.generate import main as generate
-    t0 = time.time()
-    if generate(["--model", run_dir, "--input", args.test, "--output", os.path.join(run_dir, "predictions.jsonl"),
-                 "--json", os.path.join(run_dir, "metrics.json"), "--metric", ",".join(METRICS),
-                 "--max-examples", str(args.eval_examples)]):
-        raise RuntimeError(f"evaluation of {run_dir} failed")
-    if analyze(["--model", run_dir, "--input", args.test, "--out", os.path.join(run_dir, "analysis"),
-                "--max-examples", str(args.analysis_examples), "--predictors", "1"]):
-        raise RuntimeError(f"embedding analysis of {run_dir} failed")
-    return time.time() - t0
-
-
-def collapse_series(run_dir: str) -> dict[str, list]:
-    from megajepa.training.logs.report import tensorboard_scalars
-    tb = tensorboard_scalars(run_dir)
-    return {tag: [[s, round(v, 5)] for s, v in zip(*tb[tag])] for tag in COLLAPSE_TAGS if tag in tb}
-
-
-def do_run(args, arms: dict, run: Run, tokenizer: str) -> None:
-    run_dir = run.dir(args.out)
-    overrides = run_overrides(args, arms, run, tokenizer)
-    steps = steps_for(args, arms, run, overrides)
+    overrides = run_overrides(args, arms, run, tokenizer_file(args))
+    steps = e1_steps(args, run, overrides)
     log(f"{run_dir}: {steps} steps")
-    train_s = train(args, run, overrides, steps)
-    eval_s = evaluate(args, run_dir)
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = {m: 100 * v["accuracy"] for m, v in json.load(f)["metrics"].items()}
-    with open(os.path.join(run_dir, "analysis", "analysis.json")) as f:
-        a = json.load(f)
+    train_s = train(run_dir, BASE_CONFIG, overrides, steps, args.threads,
+                    {"arms_file": os.path.relpath(ARMS_FILE, REPO), "arm": run.arm, "sized_by": run.sized_by})
+    t0 = time.time()
+    metrics = generate_into(run_dir, run_dir, args.test, METRICS["e1"], args.eval_examples)
+    geometry = analyze_into(run_dir, run_dir, args.test, args.analysis_examples)
     trained_steps, flops = trained_flops(run_dir)
-    with open(os.path.join(run_dir, "study_run.json")) as f:
-        record = json.load(f)
-    record.update(fraction=run.fraction, label=run.label, budget=run.budget, seed=run.seed,
-                  trained_steps=trained_steps, flops=flops, train_seconds_last_attempt=round(train_s, 1),
-                  epochs=epochs_of(args, run.fraction), eval_seconds=round(eval_s, 1), metrics=metrics,
-                  geometry={"erank_enc_code": a["effective_rank"]["enc_code"], "erank_pred": a["effective_rank"]["pred"],
-                            "cos_pred_own_code": a["cos_pred_code"], "cos_pred_other_code": a["cos_pred_other_code"],
-                            "lstsq_text_to_code": a["text_to_code"]["lstsq_error"],
-                            "lstsq_relative": a["text_to_code"]["lstsq_relative"]},
-                  collapse_over_training=collapse_series(run_dir), overrides=overrides)
-    write_atomically(os.path.join(run_dir, "result.json"), json.dumps(record, indent=2))
+    finish(run, run_dir, trained_steps=trained_steps, flops=flops, train_seconds_last_attempt=round(train_s, 1),
+           epochs=epochs_of(args, run.fraction), eval_seconds=round(time.time() - t0, 1), metrics=metrics,
+           geometry=geometry, collapse_over_training=collapse_series(run_dir), overrides=overrides)
 
 
-def done(args, run: Run) -> bool:
-    return os.path.isfile(os.path.join(run.dir(args.out), "result.json"))
+# ---------------------------------------------------------------- E2
+
+def paraphrase_files(args) -> tuple[str, str]:
+    """(train, held-out) paraphrase groups of the embedded generator, PARAPHRASE_VIEWS views each."""
+    from megajepa.data.synthetic import split
+    folder = os.path.join(args.out, "e2", "data")
+    train_path, test_path = os.path.join(folder, "paraphrase_train.jsonl"), os.path.join(folder, "paraphrase_test.jsonl")
+    if not os.path.isfile(test_path):
+        os.makedirs(folder, exist_ok=True)
+        train_set, test_set = split("paraphrase", args.paraphrase_groups, 500, 0, n_views=PARAPHRASE_VIEWS)
+        write_atomically(train_path, "".join(json.dumps(r) + "\n" for r in train_set))
+        write_atomically(test_path, "".join(json.dumps(r) + "\n" for r in test_set))
+    return train_path, test_path
 
 
-def run_all(args, arms: dict, runs: list[Run]) -> list[str]:
-    """Every run done here or by another process; the failures' messages."""
-    tokenizer = tokenizer_file(args)
-    pending, failed = list(runs), {}
-    while pending:
-        progress = False
-        for run in list(pending):
-            if done(args, run) or run in failed:
-                pending.remove(run)
-                continue
-            if any(not done(args, d) for d in run.deps()):
-                if any(d in failed for d in run.deps()):
-                    failed[run] = f"{run.dir(args.out)}: a run it is sized from failed"
-                    pending.remove(run)
-                continue
-            if not claim(run.dir(args.out)):
-                continue
-            try:
-                t0 = time.time()
-                do_run(args, arms, run, tokenizer)
-                log(f"{run.dir(args.out)}: done in {time.time() - t0:.0f}s")
-            except RuntimeError as e:
-                failed[run] = str(e)
-            finally:
-                os.remove(os.path.join(run.dir(args.out), "study.lock"))
-            pending.remove(run)
-            progress = True
-        if pending and not progress:
-            time.sleep(args.wait)  # the rest are held by other processes or wait for runs they hold
-    return list(failed.values())
+def e2_tokenizer(args) -> str:
+    """One sentencepiece model for E2, trained on the paraphrase groups and the review texts, so the
+    fine-tuning data is as tokenizable as the pretraining data."""
+    return train_sentencepiece(os.path.join(args.out, "e2", "tokenizer", "tokenizer.model"), E2_PRETRAIN,
+                               [paraphrase_files(args)[0], args.rt_train], args.overrides)
+
+
+def do_e2(args, arms: dict, run: Run) -> None:
+    from megajepa.cli.convert_to_hf import main as convert_to_hf
+    run_dir = run.dir(args.out)
+    pretrain_dir, hf_dir, finetune_dir = (os.path.join(run_dir, d) for d in ("pretrain", "hf", "finetune"))
+    paraphrases, held_out = paraphrase_files(args)
+    pre = [f"data.sources=[{paraphrases}]", f"data.tokenizer={e2_tokenizer(args)}", f"seed={run.seed}",
+           *overrides_of(arms[run.arm]), *args.overrides]
+    meta = {"arms_file": os.path.relpath(ARMS_FILE, REPO), "arm": run.arm}
+    pre_steps = steps_for_epochs(E2_PRETRAIN, pre, args.pretrain_epochs)
+    log(f"{run_dir}: pretraining {pre_steps} steps")
+    pre_s = train(pretrain_dir, E2_PRETRAIN, pre, pre_steps, args.threads, meta)
+    if not os.path.isfile(os.path.join(hf_dir, "config.json")):
+        if convert_to_hf(["--checkpoint", pretrain_dir, "--output", hf_dir]):
+            raise RuntimeError(f"converting {pretrain_dir} to transformers failed")
+    fine = [f"model.init_from_hf={hf_dir}", f"data.sources=[{args.rt_train}]", f"seed={run.seed}", *args.finetune_set]
+    fine_steps = steps_for_epochs(E2_FINETUNE, fine + [f"output_dir={finetune_dir}"], args.finetune_epochs)
+    log(f"{run_dir}: fine-tuning {fine_steps} steps")
+    fine_s = train(finetune_dir, E2_FINETUNE, fine, fine_steps, args.threads, meta)
+    t0 = time.time()
+    metrics = generate_into(run_dir, finetune_dir, args.rt_test, METRICS["e2"])
+    geometry = analyze_into(run_dir, pretrain_dir, held_out, 300)  # the pretrained model, held-out paraphrases
+    (pre_trained, pre_flops), (fine_trained, fine_flops) = trained_flops(pretrain_dir), trained_flops(finetune_dir)
+    shutil.copy(os.path.join(pretrain_dir, "study_run.json"), os.path.join(run_dir, "study_run.json"))
+    finish(run, run_dir, trained_steps=pre_trained, flops=pre_flops, finetune_steps=fine_trained,
+           finetune_flops=fine_flops, train_seconds_last_attempt=round(pre_s + fine_s, 1),
+           eval_seconds=round(time.time() - t0, 1), metrics=metrics, geometry=geometry,
+           collapse_over_training=collapse_series(pretrain_dir), overrides=pre, finetune_overrides=fine)
 
 
 # ---------------------------------------------------------------- summary
@@ -369,12 +347,12 @@ def correct_per_example(run_dir: str, metric: str) -> list[bool]:
     return [e["correct"] for e in score(metric, rows)["per_example"]]
 
 
-def compare(args, results: dict, arm_runs: list[Run], base_runs: list[Run]) -> dict:
+def compare(args, results: dict, arm_runs: list[Run], base_runs: list[Run], metrics: tuple) -> dict:
     """arm vs its baseline over the seeds both finished: per metric the paired tests."""
     base_by_seed = {r.seed: r for r in base_runs if r in results}
     pairs = [(r, base_by_seed[r.seed]) for r in arm_runs if r in results and r.seed in base_by_seed]
     out = {"seeds": [a.seed for a, _ in pairs]}
-    for m in METRICS:
+    for m in metrics:
         diffs = [results[a]["metrics"][m] - results[b]["metrics"][m] for a, b in pairs]
         mine = sum((correct_per_example(a.dir(args.out), m) for a, _ in pairs), [])
         theirs = sum((correct_per_example(b.dir(args.out), m) for _, b in pairs), [])
@@ -390,38 +368,39 @@ def mean_std(values: list[float]) -> dict:
             "per_seed": values}
 
 
+def group_key(run: Run) -> tuple:
+    return run.experiment, FRACTIONS.index(run.fraction) if run.fraction else 0, run.label
+
+
 def summarize(args, arms: dict, runs: list[Run]) -> dict:
     results = load_results(args, runs)
     groups, tests = [], []
-    keys = sorted({(r.fraction, r.label) for r in runs}, key=lambda k: (FRACTIONS.index(k[0]), k[1]))
-    for fraction, label in keys:
-        members = [r for r in runs if (r.fraction, r.label) == (fraction, label) and r in results]
+    for key in sorted({group_key(r) for r in runs}):
+        members = [r for r in runs if group_key(r) == key and r in results]
         if not members:
             continue
-        res = [results[r] for r in members]
-        groups.append({"fraction": fraction, "label": label, "budget": members[0].budget,
-                       "arm": members[0].arm, "sized_by": members[0].sized_by,
+        first, res, metrics = members[0], [results[r] for r in members], METRICS[members[0].experiment]
+        groups.append({"experiment": first.experiment, "fraction": first.fraction, "label": first.label,
+                       "budget": first.budget, "arm": first.arm, "sized_by": first.sized_by,
                        "seeds": [r.seed for r in members], "steps": [x["trained_steps"] for x in res],
-                       "flops": [x["flops"] for x in res],
-                       **{m: mean_std([x["metrics"][m] for x in res]) for m in METRICS},
+                       "flops": [x["flops"] for x in res], **{m: mean_std([x["metrics"][m] for x in res]) for m in metrics},
                        "geometry": {k: statistics.mean(x["geometry"][k] for x in res) for k in res[0]["geometry"]}})
-        if label == "ntp":
+        if first.label == "ntp":
             continue
-        if members[0].sized_by:  # the arm vs NTP at the arm's FLOPs: reported as arm - NTP, as the others
-            arm_runs, base_runs = [Run(fraction, members[0].sized_by, r.seed) for r in members], members
-            name, budget = members[0].sized_by, COMPUTE
+        if first.sized_by:  # the arm vs NTP at the arm's FLOPs: reported as arm - NTP, as the others
+            arm_runs = [Run("e1", first.sized_by, r.seed, r.fraction) for r in members]
+            base_runs, name = members, first.sized_by
         else:
-            arm_runs, base_runs = members, [Run(fraction, "ntp", r.seed) for r in members]
-            name, budget = label, EXAMPLES
-        tests.append({"fraction": fraction, "arm": name, "budget": budget,
-                      "baseline": base_runs[0].label, **compare(args, results, arm_runs, base_runs)})
-    return {"experiment": "E1: NL-RX-SYNTH from random init (data-efficiency curve)",
-            "base_config": os.path.relpath(BASE_CONFIG, REPO), "arms_file": os.path.relpath(ARMS_FILE, REPO),
-            "arms": {a: arms[a].get("about", "") for a in arms}, "epochs_of_the_whole_file": args.epochs,
-            "train_file": args.train, "test_file": args.test,
+            arm_runs, base_runs, name = members, [Run(r.experiment, "ntp", r.seed, r.fraction) for r in members], first.label
+        tests.append({"experiment": first.experiment, "fraction": first.fraction, "arm": name, "budget": first.budget,
+                      "baseline": base_runs[0].label, **compare(args, results, arm_runs, base_runs, metrics)})
+    return {"experiments": {"e1": "NL-RX-SYNTH from random init (data-efficiency curve)",
+                            "e2": "paraphrase pretraining -> NTP fine-tuning on Rotten Tomatoes"},
+            "configs": [os.path.relpath(c, REPO) for c in (BASE_CONFIG, E2_PRETRAIN, E2_FINETUNE, ARMS_FILE)],
+            "arms": {a: arms[a].get("about", "") for a in arms}, "e1_epochs_of_the_whole_file": args.epochs,
+            "files": {"e1": [args.train, args.test], "e2": [args.rt_train, args.rt_test]},
             "eval_examples": args.eval_examples or "all", "overrides": args.overrides,
-            "planned_runs": len(runs), "finished_runs": len(results),
-            "groups": groups, "tests": tests,
+            "planned_runs": len(runs), "finished_runs": len(results), "groups": groups, "tests": tests,
             "runs": [{"dir": os.path.relpath(r.dir(args.out), args.out), **results[r]} for r in runs if r in results]}
 
 
@@ -429,14 +408,15 @@ def plot(summary: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    e1 = [g for g in summary["groups"] if g["experiment"] == "e1"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, budget in zip(axes, (EXAMPLES, COMPUTE)):
-        labels = sorted({g["label"] for g in summary["groups"] if g["budget"] == budget or g["label"] == "ntp"})
+        labels = sorted({g["label"] for g in e1 if g["budget"] == budget or g["label"] == "ntp"})
         for i, label in enumerate(labels):
-            gs = [g for g in summary["groups"] if g["label"] == label]
-            xs = [float(Fraction(g["fraction"])) for g in gs]
-            ax.errorbar(xs, [g["prefix"]["mean"] for g in gs], yerr=[g["prefix"]["std"] for g in gs], capsize=3,
-                        marker="o", label=f"{label} (n={min(len(g['seeds']) for g in gs)})", color=f"C{i}")
+            gs = [g for g in e1 if g["label"] == label]
+            ax.errorbar([float(Fraction(g["fraction"])) for g in gs], [g["prefix"]["mean"] for g in gs],
+                        yerr=[g["prefix"]["std"] for g in gs], capsize=3, marker="o", color=f"C{i}",
+                        label=f"{label} (n={min(len(g['seeds']) for g in gs)})")
         ax.set_xscale("log", base=2)
         ax.set(xlabel="fraction of synth_train", title=f"equal {budget}")
         ax.legend(fontsize=7)
@@ -448,37 +428,39 @@ def plot(summary: dict, path: str) -> None:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| fraction | arm | seeds | steps | " + " | ".join(f"{m} %" for m in METRICS)
-             + " | erank Enc(Code) | cos Pred own / other | lstsq Text→Code |", "|---" * (len(METRICS) + 7) + "|"]
+    lines = ["| experiment | fraction | arm | seeds | steps | accuracy % (mean ± std) | erank Enc(Code) "
+             "| cos Pred own / other | lstsq Text→Code |", "|---" * 9 + "|"]
     for g in summary["groups"]:
-        geo = g["geometry"]
-        lines.append(f"| {g['fraction']} | {g['label']} | {len(g['seeds'])} | {statistics.mean(g['steps']):.0f} | "
-                     + " | ".join(f"{g[m]['mean']:.2f} ± {g[m]['std']:.2f}" for m in METRICS)
+        geo, metrics = g["geometry"], METRICS[g["experiment"]]
+        lines.append(f"| {g['experiment']} | {g['fraction'] or '—'} | {g['label']} | {len(g['seeds'])} | "
+                     f"{statistics.mean(g['steps']):.0f} | "
+                     + ", ".join(f"{m} {g[m]['mean']:.2f} ± {g[m]['std']:.2f}" for m in metrics)
                      + f" | {geo['erank_enc_code']:.1f} | {geo['cos_pred_own_code']:.3f} / {geo['cos_pred_other_code']:.3f}"
                      f" | {geo['lstsq_text_to_code']:.3g} |")
-    lines += ["", "| fraction | arm − baseline | budget | seeds | prefix: per-seed diff | mean | t-test p (one-tailed) "
-              "| sign-flip p | McNemar arm/base, p |", "|---" * 9 + "|"]
+    lines += ["", "| experiment | fraction | arm − baseline | budget | seeds | metric: per-seed diff | mean "
+              "| t-test p (one-tailed) | sign-flip p | McNemar arm/base, p |", "|---" * 10 + "|"]
     for t in summary["tests"]:
-        pf = t["prefix"]
-        tp = pf["t_test_greater"]["p"]
-        lines.append(f"| {t['fraction']} | {t['arm']} − {t['baseline']} | {t['budget']} | {len(t['seeds'])} | "
-                     f"{', '.join(f'{d:+.2f}' for d in pf['seed_diffs'])} | {pf['mean_diff']:+.2f} | "
-                     f"{'—' if tp is None else f'{tp:.3g}'} | {pf['sign_flip_p']:.3g} | "
-                     f"{pf['mcnemar']['only_arm']}/{pf['mcnemar']['only_baseline']}, {pf['mcnemar']['p']:.2g} |")
+        m = METRICS[t["experiment"]][0]  # prefix for E1 (the paper's metric there), label for E2
+        r, tp = t[m], t[m]["t_test_greater"]["p"]
+        lines.append(f"| {t['experiment']} | {t['fraction'] or '—'} | {t['arm']} − {t['baseline']} | {t['budget']} | "
+                     f"{len(t['seeds'])} | {m}: {', '.join(f'{d:+.2f}' for d in r['seed_diffs'])} | "
+                     f"{r['mean_diff']:+.2f} | {'—' if tp is None else f'{tp:.3g}'} | {r['sign_flip_p']:.3g} | "
+                     f"{r['mcnemar']['only_arm']}/{r['mcnemar']['only_baseline']}, {r['mcnemar']['p']:.2g} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for path in (args.train, args.test):
+    for path in needed_files(args):
         if not os.path.isfile(path):
             print(f"error: {path} not found: the LLM-JEPA release's datasets/ files (README, 'Data')", file=sys.stderr)
             return 2
-    with open(ARMS_FILE) as f:
-        arms = yaml.safe_load(f)
+    arms = read_arms()
     runs = plan(args, arms)
     os.makedirs(args.out, exist_ok=True)
-    failed = [] if args.summarize else run_all(args, arms, runs)
+    do = {"e1": do_e1, "e2": do_e2}
+    failed = [] if args.summarize else run_all(runs, lambda r: r.dir(args.out), Run.deps,
+                                                lambda r: do[r.experiment](args, arms, r), args.wait)
     for message in failed:
         log(f"FAILED {message}")
     if args.no_summary:
@@ -488,7 +470,7 @@ def main(argv=None) -> int:
     path = args.json or os.path.join(args.out, "study_v2.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, json.dumps(summary, indent=1))
-    if summary["groups"]:
+    if any(g["experiment"] == "e1" for g in summary["groups"]):
         plot(summary, os.path.join(args.out, "study_v2_e1.png"))
     table = markdown(summary)
     write_atomically(os.path.join(args.out, "study_v2.md"), table)

@@ -80,7 +80,8 @@ def test_study_configs(tmp_path, monkeypatch):
     base = os.path.join("study", "e1_nlrx_synth.yaml")
     with open(os.path.join(CONFIGS, "study", "arms.yaml")) as f:
         arms = yaml.safe_load(f)
-    assert sorted(os.listdir(os.path.join(CONFIGS, "study"))) == ["arms.yaml", "e1_nlrx_synth.yaml"]
+    assert sorted(os.listdir(os.path.join(CONFIGS, "study"))) == ["arms.yaml", "e1_nlrx_synth.yaml",
+                                                                  "e2_finetune_rt.yaml", "e2_paraphrase.yaml"]
     assert {"ntp", "jepa_paper", "jepa_sigreg", "infonce", "stp", "stp_jepa"} <= set(arms)
     for arm, settings in arms.items():
         cfg = _load(base, *study_v2.overrides_of(settings))
@@ -91,3 +92,8 @@ def test_study_configs(tmp_path, monkeypatch):
     assert (paper.jepa.lam, paper.jepa.embed_at, paper.jepa.dropout, paper.jepa.regularizer) == (1.0, "last", 0.0, "none")
     model = Transformer(resolve_model_config(ntp.model, vocab_size=ntp.data.vocab_size))
     assert sum(p.numel() for p in model.parameters()) >= 3_000_000
+    pretrain = _load(os.path.join("study", "e2_paraphrase.yaml"), *study_v2.overrides_of(arms["jepa_sigreg"]))
+    assert pretrain.data.train_all and pretrain.jepa.pairs == "chain" and pretrain.model.dim == ntp.model.dim
+    (tmp_path / "config.json").write_text("{}")
+    finetune = _load(os.path.join("study", "e2_finetune_rt.yaml"), f"model.init_from_hf={tmp_path}")
+    assert finetune.jepa.lam == 0 and finetune.stp.lam == 0 and finetune.data.tokenizer is None

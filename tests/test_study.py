@@ -1,7 +1,8 @@
 """benchmarks/study_v2.py and its statistics: the paired tests against scipy, the nested data
 fractions, the steps that make "equal examples" against the real loader, the lock that splits a study
-across processes, and (slow) the whole runner at toy size: every run trained, evaluated and summarized,
-NTP at a JEPA arm's FLOPs, finished runs reused."""
+across processes, and (slow) the whole runner at toy size: E1 (every run trained, evaluated and
+summarized, NTP at a JEPA arm's FLOPs, finished runs reused) and E2 (pretrain, convert, fine-tune, label
+accuracy)."""
 import importlib
 import json
 import os
@@ -18,7 +19,7 @@ TOY = ["model.dim=64", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=
 @pytest.fixture
 def study(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))  # the scripts import their siblings
-    return importlib.import_module("study_v2"), importlib.import_module("study_stats")
+    return importlib.import_module("study_v2"), importlib.import_module("study_stats"), importlib.import_module("study_runs")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def toy_files(tmp_path_factory):
 
 def test_paired_tests_equal_scipy(study):
     from scipy import stats
-    _, s = study
+    _, s, _ = study
     arm, base = [61.0, 63.5, 58.0, 64.0, 62.5], [60.0, 61.0, 59.5, 60.5, 60.0]
     diffs = [a - b for a, b in zip(arm, base)]
     ours = s.paired_t_greater(diffs)
@@ -50,7 +51,7 @@ def test_paired_tests_equal_scipy(study):
 
 
 def test_fractions_are_nested_and_sized(study, toy_files, tmp_path):
-    v2, _ = study
+    v2, _, _ = study
     args = v2.parse_args(["--out", str(tmp_path), "--train", toy_files[0]])
     with open(toy_files[0]) as f:
         everything = f.readlines()
@@ -65,18 +66,16 @@ def test_fractions_are_nested_and_sized(study, toy_files, tmp_path):
 def test_equal_examples_steps_are_the_loaders_epochs(study, toy_files, tmp_path):
     """steps_for_epochs = the optimizer steps the trainer's loader takes to finish --epochs epochs
     (counted by running the loader itself), for an arm whose loss dropout repacks every epoch."""
-    v2, _ = study
+    v2, _, runs = study
     from megajepa.config import load_config
     from megajepa.data.loader import DistributedRowLoader
     from megajepa.training.build import build_data
     args = v2.parse_args(["--out", str(tmp_path), "--train", toy_files[0], "--epochs", "3", *TOY, "train.grad_accum=2"])
     assert v2.epochs_of(args, "1/4") == 12 and v2.epochs_of(args, "1") == 3  # the same examples at every fraction
-    with open(v2.ARMS_FILE) as f:
-        import yaml
-        arms = yaml.safe_load(f)
-    run = v2.Run("1/4", "jepa_sigreg", 7)
+    arms = v2.read_arms()
+    run = v2.Run("e1", "jepa_sigreg", 7, "1/4")
     overrides = v2.run_overrides(args, arms, run, v2.tokenizer_file(args))
-    steps = v2.steps_for_epochs(overrides, 3)
+    steps = runs.steps_for_epochs(v2.BASE_CONFIG, overrides, 3)
     cfg = load_config(v2.BASE_CONFIG, overrides)
     _, rows = build_data(cfg, None, 0)
     assert list(rows.keeps_views(0)) != list(rows.keeps_views(1))  # dropout 0.75: each epoch packs anew
@@ -93,14 +92,14 @@ def test_equal_examples_steps_are_the_loaders_epochs(study, toy_files, tmp_path)
 
 
 def test_a_live_lock_is_respected_and_a_dead_one_taken_over(study, tmp_path):
-    v2, _ = study
+    _, _, runs = study
     import socket
     run_dir = str(tmp_path / "run")
-    assert v2.claim(run_dir) and not v2.claim(run_dir)  # held by this (live) process
+    assert runs.claim(run_dir) and not runs.claim(run_dir)  # held by this (live) process
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with open(os.path.join(run_dir, "study.lock"), "w") as f:
         f.write(f"{socket.gethostname()} {int(dead.stdout)}")
-    assert v2.claim(run_dir)
+    assert runs.claim(run_dir)
 
 
 @pytest.mark.slow
@@ -108,7 +107,7 @@ def test_the_runner_trains_evaluates_and_summarizes_at_toy_size(toy_files, tmp_p
     out, summary = tmp_path / "study", tmp_path / "study.json"
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "study_v2.py"), "--out", str(out), "--json", str(summary),
            "--train", toy_files[0], "--test", toy_files[1], "--fractions", "1/2", "--seeds", "1-2", "--epochs", "1",
-           "--arms", "ntp,jepa_sigreg", "--compute-arms", "jepa_sigreg", "--analysis-examples", "70",
+           "--experiments", "e1", "--arms", "ntp,jepa_sigreg", "--compute-arms", "jepa_sigreg", "--analysis-examples", "70",
            "--wait", "1", *TOY]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -134,3 +133,39 @@ def test_the_runner_trains_evaluates_and_summarizes_at_toy_size(toy_files, tmp_p
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0 and [x.stat().st_mtime_ns for x in logs] == before
     assert "6 of 6 planned runs finished" in p.stdout
+
+
+@pytest.mark.slow
+def test_e2_pretrains_converts_fine_tunes_and_scores_labels(tmp_path):
+    """E2 at toy size: paraphrase pretraining per arm, conversion to transformers, NTP fine-tuning on a
+    review -> Good/Bad file, label accuracy; the fine-tuned run starts from the pretrained weights."""
+    rng = __import__("random").Random(0)
+    words = {"Good": ["great", "lovely", "superb", "fine"], "Bad": ["awful", "dull", "poor", "weak"]}
+
+    def review(i):
+        label = "Good" if i % 2 else "Bad"
+        return {"messages": [{"role": "system", "content": "Determine whether the comment is positive or negative"},
+                             {"role": "user", "content": f"a {rng.choice(words[label])} film number {i}"},
+                             {"role": "assistant", "content": label}]}
+    train, test = tmp_path / "rt_train.jsonl", tmp_path / "rt_test.jsonl"
+    train.write_text("".join(json.dumps(review(i)) + "\n" for i in range(200)))
+    test.write_text("".join(json.dumps(review(i)) + "\n" for i in range(200, 240)))
+    out, summary = tmp_path / "study", tmp_path / "study.json"
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "study_v2.py"), "--out", str(out), "--json", str(summary),
+           "--experiments", "e2", "--e2-arms", "ntp,jepa_sigreg", "--seeds", "1", "--rt-train", str(train),
+           "--rt-test", str(test), "--paraphrase-groups", "80", "--pretrain-epochs", "1", "--finetune-epochs", "2",
+           "--finetune-set", "train.warmup_steps=1", "--wait", "1", *TOY, "data.seq_len=256"]  # 5 views, each a stream and a copy: over 128 tokens
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["finished_runs"] == 2 and [t["arm"] for t in s["tests"]] == ["jepa_sigreg"]
+    for r in s["runs"]:
+        assert 0 <= r["metrics"]["label"] <= 100 and r["finetune_steps"] > 0 and r["trained_steps"] > 0
+        seed_dir = out / r["dir"]
+        assert (seed_dir / "hf" / "config.json").is_file()
+        assert f"model.init_from_hf={seed_dir / 'hf'}" in r["finetune_overrides"]
+        log = (seed_dir / "finetune" / "train.log").read_text()
+        assert "train.max_steps" in " ".join(json.loads((seed_dir / "finetune" / "study_run.json").read_text())["command"])
+        assert "Traceback" not in log
+    groups = (out / "e2" / "data" / "paraphrase_train.jsonl").read_text().splitlines()
+    assert len(groups) == 80 and all(len(json.loads(g)["views"]) == 5 for g in groups)
