@@ -24,9 +24,9 @@ def loss_and_grads(objective, batch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("distance", ["cosine", "infonce"])
-def test_compiled_objective_equals_eager(distance):
-    jepa = JepaConfig.paper(distance=distance, lam=2.0)
+@pytest.mark.parametrize("distance,regularizer", [("cosine", "none"), ("infonce", "none"), ("cosine", "sigreg")])
+def test_compiled_objective_equals_eager(distance, regularizer):
+    jepa = JepaConfig.paper(distance=distance, lam=2.0, regularizer=regularizer, reg_weight=0.5)
     eager = HybridObjective(tiny_model(seed=5).train(), jepa)
     compiled = HybridObjective(copy.deepcopy(eager.model), jepa, compile_losses=True)
     compile_layers(compiled.model.layers)
@@ -37,6 +37,8 @@ def test_compiled_objective_equals_eager(distance):
     torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(c_stats["jepa_sum"], stats["jepa_sum"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(c_stats["pred"], stats["pred"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_stats["reg"], stats["reg"], rtol=1e-5, atol=1e-6)
+    assert (stats["reg"] > 0) == (regularizer == "sigreg")
     for name, g in grads.items():
         torch.testing.assert_close(c_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
 

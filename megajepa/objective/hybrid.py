@@ -38,7 +38,8 @@ class HybridObjective(nn.Module):
     def __init__(self, model: Transformer, jepa: JepaConfig, use_flex: bool = False, gather_targets=None,
                  compile_losses: bool = False, seed: int = 0, reduce=None, stp: StpConfig | None = None):
         """`gather_targets`: InfoNCE negatives from every data-parallel rank (losses.gather_across_ranks);
-        `compile_losses`: the JEPA gather + distance as one compiled function (train.compile);
+        `compile_losses`: the JEPA gather + distance as one compiled function, SIGReg's local sums and its
+        statistic as two more (the all-reduce between them eager), STP's gather + cosine (train.compile);
         `seed`: the run seed (SIGReg directions); `reduce`: the regularizer's sum over data-parallel ranks
         (regularizers.autograd_all_reduce), None on one rank; `stp`: the STP term's config (stp.lambda 0 or
         None: off; batches then carry the samples of data/stp.py)."""
@@ -91,4 +92,5 @@ class HybridObjective(nn.Module):
         mask = torch.cat([pair_mask, pair_mask]) if j.reg_on == "both" else pair_mask
         directions = sigreg_directions(z.shape[1], j.sigreg_directions, self.seed, step) \
             if j.regularizer == "sigreg" else None
-        return regularizer(j.regularizer, z, mask, directions, j.sigreg_knots, j.sigreg_t_max, self.reduce)[0]
+        return regularizer(j.regularizer, z, mask, directions, j.sigreg_knots, j.sigreg_t_max, self.reduce,
+                           self.compile_losses)[0]

@@ -32,26 +32,50 @@ def epps_pulley_knots(knots: int, t_max: float) -> tuple[torch.Tensor, torch.Ten
     return t, phi, trapezoid * phi
 
 
+def _sigreg_sums(z: torch.Tensor, m: torch.Tensor, directions: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """This rank's part: [2 * M * knots + 1] = cos and sin sums of every projection at every knot over
+    the valid rows, and their count (what one all-reduce makes global)."""
+    x = (z.float() @ directions).unsqueeze(-1) * t  # [N, M, knots]
+    w = m[:, None, None]
+    sums = torch.stack([(torch.cos(x) * w).sum(0), (torch.sin(x) * w).sum(0)]).flatten()
+    return torch.cat([sums, m.sum().reshape(1)])
+
+
+def _sigreg_statistic(packed: torch.Tensor, phi: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    n = packed[-1]
+    cos_mean, sin_mean = (packed[:-1] / n.clamp_min(1)).reshape(2, -1, phi.shape[0])
+    err = (cos_mean - phi).square() + sin_mean.square()
+    stat = (err @ weights).mean()
+    return torch.where(n >= 2, stat, torch.zeros_like(stat))
+
+
+_compiled: dict = {}
+
+
+def _maybe_compiled(fn, compiled: bool):
+    """`fn` itself, or (train.compile) its torch.compile'd twin; the all-reduce between the two SIGReg
+    parts stays outside the compiled graphs."""
+    if not compiled:
+        return fn
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn, dynamic=False)
+    return _compiled[fn]
+
+
 def sigreg(z: torch.Tensor, mask: torch.Tensor, directions: torch.Tensor, knots: int = 17, t_max: float = 3.0,
-           all_reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
+           all_reduce=None, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(statistic averaged over directions, global count of valid rows).
 
     `all_reduce(x)` sums x over data-parallel ranks with autograd (regularizers.autograd_all_reduce):
     the cos/sin sums [2, M, knots] and the count travel in one call. The statistic is not scaled by N
-    (LeJEPA's test statistic is), so `jepa.reg_weight` means the same at every batch size."""
+    (LeJEPA's test statistic is), so `jepa.reg_weight` means the same at every batch size. `compiled`:
+    both parts under torch.compile (train.compile)."""
     t, phi, weights = (x.to(z.device) for x in epps_pulley_knots(knots, t_max))
-    m = mask.to(z.device, torch.float32)
-    x = (z.float() @ directions.to(z.device, torch.float32)).unsqueeze(-1) * t  # [N, M, knots]
-    w = m[:, None, None]
-    sums = torch.stack([(torch.cos(x) * w).sum(0), (torch.sin(x) * w).sum(0)]).flatten()
-    packed = torch.cat([sums, m.sum().reshape(1)])
+    packed = _maybe_compiled(_sigreg_sums, compiled)(z, mask.to(z.device, torch.float32),
+                                                     directions.to(z.device, torch.float32), t)
     if all_reduce is not None:
         packed = all_reduce(packed)
-    n = packed[-1]
-    cos_mean, sin_mean = (packed[:-1] / n.clamp_min(1)).reshape(2, directions.shape[1], knots)
-    err = (cos_mean - phi).square() + sin_mean.square()
-    stat = (err @ weights).mean()
-    return torch.where(n >= 2, stat, torch.zeros_like(stat)), n
+    return _maybe_compiled(_sigreg_statistic, compiled)(packed, phi, weights), packed[-1]
 
 
 def vicreg(z: torch.Tensor, mask: torch.Tensor, all_reduce=None, eps: float = 1e-4
@@ -84,10 +108,11 @@ def autograd_all_reduce(x: torch.Tensor, group=None) -> torch.Tensor:
 
 
 def regularizer(name: str, z: torch.Tensor, mask: torch.Tensor, directions: torch.Tensor | None,
-                knots: int, t_max: float, all_reduce=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`jepa.regularizer`: sigreg | vicreg -> (R(Z), global count of valid rows)."""
+                knots: int, t_max: float, all_reduce=None, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`jepa.regularizer`: sigreg | vicreg -> (R(Z), global count of valid rows); `compiled`: SIGReg
+    under torch.compile (VICReg stays eager: a few matmuls)."""
     if name == "sigreg":
-        return sigreg(z, mask, directions, knots, t_max, all_reduce)
+        return sigreg(z, mask, directions, knots, t_max, all_reduce, compiled)
     if name == "vicreg":
         return vicreg(z, mask, all_reduce)
     raise ValueError(f"regularizer: unknown regularizer {name!r}")
