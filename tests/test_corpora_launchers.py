@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests import run_helpers as rh
+import run_helpers as rh
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from test_train_e2e import scalars
 
-from tests import run_helpers as rh
+import run_helpers as rh
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tests import run_helpers as rh
+import run_helpers as rh
 
 CONFIGS = ["zero3.json", "zero3_offload.json", "zero3_nvme.json", "zero2.json", "zero3_bf16.json"]
 STEPS, SAVE = 8, 4

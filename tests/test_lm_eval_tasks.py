@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests import interop_fixtures as fx
+import interop_fixtures as fx
 
 TASKS = os.path.join(fx.ROOT, "megajepa_tasks")
 

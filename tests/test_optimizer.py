@@ -7,7 +7,7 @@ import torch
 
 from megajepa.config import RunConfig
 from megajepa.training.engine import build_engine, resolve_ds_config
-from tests.helpers import run_gloo_ranks
+from helpers import run_gloo_ranks
 
 STEPS = 3
 

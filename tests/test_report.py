@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import run_helpers as rh
+import run_helpers as rh
 
 
 def _fake_run(path):

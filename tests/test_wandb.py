@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from megajepa.config import ConfigError, load_config
-from tests import run_helpers as rh
+import run_helpers as rh
 
 
 def test_enabled_but_not_installed_is_a_config_error(monkeypatch):
