@@ -128,7 +128,7 @@ def test_losses_equal_the_golden_files_bitwise(name, tmp_path):
     path, bitwise = reference(name)
     if not bitwise:
         warnings.warn(f"no golden file for CPU vendor {cpu_vendor()!r}: compared with {path} within rtol "
-                      f"{FOREIGN_RTOL}, not bitwise (python tests/test_golden.py --regenerate {name} adds it)")
+                      f"{FOREIGN_RTOL}, not bitwise (python tests/test_golden.py --regenerate --keep-other-vendors {name} adds it)")
     want, got = golden(path), run_case(name, tmp_path)
     assert sorted(got) == sorted(want), (sorted(got), sorted(want))
     for step in sorted(want):
