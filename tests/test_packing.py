@@ -200,3 +200,40 @@ def test_block_diagonal_attention_equals_the_dense_mask(seed, window, block):
     assert (out["blocks"][0] - out["dense"][0]).abs().max() < 1e-5
     for g_blocks, g_dense in zip(out["blocks"][1], out["dense"][1]):
         assert (g_blocks - g_dense).abs().max() < 1e-5 * max(1.0, g_dense.abs().max())
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_block_attention_in_bf16_equals_float32_sdpa(kv_heads):
+    """bf16 on CPU takes the written-out attention (float32 softmax): outputs and input gradients equal
+    float32 SDPA on the same bf16 values within bf16 rounding; grouped-query heads included."""
+    from megajepa.model.attention import block_attention
+
+    g = torch.Generator().manual_seed(kv_heads)
+    q = torch.randn(3, 4, 40, 16, generator=g).bfloat16().requires_grad_()
+    k, v = (torch.randn(3, kv_heads, 40, 16, generator=g).bfloat16().requires_grad_() for _ in range(2))
+    mask = (torch.rand(3, 1, 40, 40, generator=g) < 0.4) | torch.eye(40, dtype=torch.bool)  # no empty row
+    grad_out = torch.randn(3, 4, 40, 16, generator=g)
+    out = block_attention(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad(out.float(), (q, k, v), grad_out)
+    q32, k32, v32 = (x.detach().float().requires_grad_() for x in (q, k, v))
+    ref = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, enable_gqa=kv_heads != 4)
+    ref_grads = torch.autograd.grad(ref, (q32, k32, v32), grad_out)
+    assert (out.float() - ref).abs().max() < 2e-2
+    for got, want in zip(grads, ref_grads):
+        assert (got.float() - want).abs().max() < 3e-2 * max(1.0, want.abs().max())
+
+
+def test_block_attention_under_bf16_autocast_takes_the_bf16_path():
+    """Under CPU autocast (train.bf16, the Trainer's bf16) float32 q/k/v are attended in bf16, as SDPA
+    would autocast them: the same output as bf16 inputs outside autocast, within bf16 rounding of fp32."""
+    from megajepa.model.attention import block_attention
+
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 4, 24, 8, generator=g) for _ in range(3))
+    mask = (torch.rand(2, 1, 24, 24, generator=g) < 0.5) | torch.eye(24, dtype=torch.bool)
+    with torch.autocast("cpu", torch.bfloat16):
+        mixed = block_attention(q, k, v, mask)
+    plain = block_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert mixed.dtype == torch.bfloat16 and torch.equal(mixed, plain)
+    assert (mixed.float() - F.scaled_dot_product_attention(q, k, v, attn_mask=mask)).abs().max() < 3e-2
