@@ -96,6 +96,8 @@ def parse_args(argv=None):
     p.add_argument("--json", help="summary JSON (default OUT/study_v2.json)")
     p.add_argument("--summarize", action="store_true", help="only summarize the finished runs")
     p.add_argument("--no-summary", action="store_true", help="only train and evaluate")
+    p.add_argument("--carry", metavar="JSON", help="an earlier summary: its groups, tests and runs whose "
+                   "(experiment, fraction, arm) has no finished run under --out are kept, marked carried")
     p.add_argument("--experiments", default="e1,e2")
     p.add_argument("--seeds", default="1-5", help="a range A-B or a list 1,2,3")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
@@ -404,6 +406,30 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
             "runs": [{"dir": os.path.relpath(r.dir(args.out), args.out), **results[r]} for r in runs if r in results]}
 
 
+def carry_over(summary: dict, path: str) -> None:
+    """Keep what an earlier summary measured at points this one has no finished run at (runs made on
+    another machine whose folders are gone): per (experiment, fraction), all or nothing, so one point
+    never mixes two summaries; what is kept is marked `carried_from` (the earlier summary's command)."""
+    with open(path) as f:
+        earlier = json.load(f)
+    source = earlier.get("command", path)
+
+    def point(x: dict) -> tuple:
+        return x["experiment"], x.get("fraction")
+
+    here = {point(g) for g in summary["groups"]}
+    carried = {point(g) for g in earlier["groups"]} - here
+    summary["groups"] = sorted(summary["groups"] + [dict(g, carried_from=source) for g in earlier["groups"]
+                                                    if point(g) in carried],
+                               key=lambda g: (g["experiment"], FRACTIONS.index(g["fraction"]) if g["fraction"] else 0,
+                                              g["label"]))
+    summary["tests"] += [dict(t, carried_from=source) for t in earlier["tests"] if point(t) in carried]
+    dirs = {os.path.join(e, f"frac_{f.replace('/', '_')}") if f else e for e, f in carried}
+    summary["runs"] += [dict(r, carried_from=source) for r in earlier["runs"]
+                        if os.path.dirname(os.path.dirname(r["dir"])) in dirs]
+    summary["finished_runs"] += sum(len(g["seeds"]) for g in earlier["groups"] if point(g) in carried)
+
+
 def plot(summary: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -466,6 +492,8 @@ def main(argv=None) -> int:
     if args.no_summary:
         return 1 if failed else 0
     summary = summarize(args, arms, runs)
+    if args.carry:
+        carry_over(summary, args.carry)
     summary["command"] = " ".join(["python", os.path.relpath(os.path.abspath(__file__), REPO)] + (argv or sys.argv[1:]))
     path = args.json or os.path.join(args.out, "study_v2.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -169,3 +169,31 @@ def test_e2_pretrains_converts_fine_tunes_and_scores_labels(tmp_path):
         assert "Traceback" not in log
     groups = (out / "e2" / "data" / "paraphrase_train.jsonl").read_text().splitlines()
     assert len(groups) == 80 and all(len(json.loads(g)["views"]) == 5 for g in groups)
+
+
+def test_carry_keeps_an_earlier_summarys_points_that_have_no_run_here(study, tmp_path):
+    """--carry: a (experiment, fraction) point with no finished run here comes whole from the earlier
+    summary, marked; a point measured here is never mixed with the earlier one's runs."""
+    study_v2 = study[0]
+
+    def group(fraction, label, seeds):
+        return {"experiment": "e1", "fraction": fraction, "label": label, "seeds": seeds}
+
+    def run(fraction, label, seed):
+        return {"dir": f"e1/frac_{fraction.replace('/', '_')}/{label}/seed{seed}", "label": label}
+
+    earlier = {"command": "python benchmarks/study_v2.py --old",
+               "groups": [group("1/16", "ntp", [1, 2]), group("1/4", "ntp", [1, 2, 3]), group("1/4", "stp", [1, 2, 3])],
+               "tests": [{"experiment": "e1", "fraction": f, "arm": "stp", "budget": "examples"} for f in ("1/16", "1/4")],
+               "runs": [run("1/16", "ntp", 1), run("1/16", "ntp", 2), run("1/4", "ntp", 1), run("1/4", "stp", 2)]}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    summary = {"groups": [group("1/16", "ntp", [1, 2, 3, 4, 5])], "tests": [], "runs": [run("1/16", "ntp", 3)],
+               "finished_runs": 5}
+    study_v2.carry_over(summary, str(path))
+    assert [(g["fraction"], g["label"], "carried_from" in g) for g in summary["groups"]] == [
+        ("1/16", "ntp", False), ("1/4", "ntp", True), ("1/4", "stp", True)]
+    assert [t["fraction"] for t in summary["tests"]] == ["1/4"]
+    assert [r["dir"] for r in summary["runs"]] == ["e1/frac_1_16/ntp/seed3", "e1/frac_1_4/ntp/seed1", "e1/frac_1_4/stp/seed2"]
+    assert summary["finished_runs"] == 5 + 6
+    assert {g.get("carried_from") for g in summary["groups"][1:]} == {"python benchmarks/study_v2.py --old"}
