@@ -427,7 +427,9 @@ def carry_over(summary: dict, path: str) -> None:
     dirs = {os.path.join(e, f"frac_{f.replace('/', '_')}") if f else e for e, f in carried}
     summary["runs"] += [dict(r, carried_from=source) for r in earlier["runs"]
                         if os.path.dirname(os.path.dirname(r["dir"])) in dirs]
-    summary["finished_runs"] += sum(len(g["seeds"]) for g in earlier["groups"] if point(g) in carried)
+    n_carried = sum(len(g["seeds"]) for g in earlier["groups"] if point(g) in carried)
+    summary["finished_runs"] += n_carried
+    summary["planned_runs"] += n_carried  # what this summary plans, plus what it carries
 
 
 def plot(summary: dict, path: str) -> None:

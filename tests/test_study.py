@@ -189,11 +189,11 @@ def test_carry_keeps_an_earlier_summarys_points_that_have_no_run_here(study, tmp
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps(earlier))
     summary = {"groups": [group("1/16", "ntp", [1, 2, 3, 4, 5])], "tests": [], "runs": [run("1/16", "ntp", 3)],
-               "finished_runs": 5}
+               "finished_runs": 5, "planned_runs": 5}
     study_v2.carry_over(summary, str(path))
     assert [(g["fraction"], g["label"], "carried_from" in g) for g in summary["groups"]] == [
         ("1/16", "ntp", False), ("1/4", "ntp", True), ("1/4", "stp", True)]
     assert [t["fraction"] for t in summary["tests"]] == ["1/4"]
     assert [r["dir"] for r in summary["runs"]] == ["e1/frac_1_16/ntp/seed3", "e1/frac_1_4/ntp/seed1", "e1/frac_1_4/stp/seed2"]
-    assert summary["finished_runs"] == 5 + 6
+    assert summary["finished_runs"] == summary["planned_runs"] == 5 + 6
     assert {g.get("carried_from") for g in summary["groups"][1:]} == {"python benchmarks/study_v2.py --old"}
