@@ -5,7 +5,8 @@ run directly and under the `deepspeed` launcher.
 
 Time: from just before the process is spawned until rank 0's losses.jsonl gets its first line (written
 right after the first engine.step()); the run is stopped there. Warm machine: one unmeasured run first
-(page cache, the sentencepiece tokenizer it trains, any op DeepSpeed built); median of --repeats.
+(page cache, any op DeepSpeed built); median of --repeats. Every run has a fresh output_dir, so each one
+trains the default run's sentencepiece tokenizer (~0.5 s), as a user's first run in a new directory does.
 """
 from __future__ import annotations
 

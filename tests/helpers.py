@@ -14,6 +14,19 @@ VOCAB = 96
 SPECIALS = Specials(bos=2, eos=3, sep=4, pad=0, predictors=list(range(5, 15)))
 
 
+class CharTokenizer:
+    """One id per character (ord(c) % span + first): independent of sentencepiece, ids a test controls."""
+
+    def __init__(self, span: int, first: int):
+        self.span, self.first = span, first
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) % self.span + self.first for c in text]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+
 def fake_tag(root: str, step: int, complete: bool = True) -> str:
     """A checkpoint tag folder as the locator sees one: rank 0's model-state file, and the COMPLETE marker."""
     from megajepa.training.checkpoint import locate

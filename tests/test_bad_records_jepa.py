@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import SPECIALS
+from helpers import SPECIALS, CharTokenizer
 
 from megajepa.data.examples import BadRecordReport, RecordError, tokenize_records
 from megajepa.data.loader import PackedEpochs
@@ -16,11 +16,6 @@ from megajepa.data.sources import Source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ_LEN = 64
-
-
-class CharTokenizer:
-    def encode(self, text):
-        return [ord(c) % 80 + 16 for c in text]
 
 
 GOOD = [{"views": ["find dog", "dog.*"]}, {"messages": [{"role": "user", "content": "cat"},
@@ -47,7 +42,7 @@ def corpus_file(tmp_path):
 
 
 def load(path, policy, report, use_jepa=True):
-    examples = tokenize_records(Source(path), CharTokenizer(), policy, report)
+    examples = tokenize_records(Source(path), CharTokenizer(80, 16), policy, report)
     return PackedEpochs(examples, SPECIALS, LayoutConfig(predictors=4), SEQ_LEN, seed=0, use_jepa=use_jepa,
                         policy=policy, report=report)
 

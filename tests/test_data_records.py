@@ -14,18 +14,13 @@ from megajepa.data.mixture import mixture
 from megajepa.data.records import BadRecord, record_views
 from megajepa.data.sources import Source
 
+from helpers import CharTokenizer
+
 SYSTEM = {"role": "system", "content": "Convert."}
 
 
 def msg(user, assistant=None):
     return [{"role": "user", "content": user}] + ([{"role": "assistant", "content": assistant}] if assistant else [])
-
-
-class CharTokenizer:
-    """Independent of sentencepiece: one id per character."""
-
-    def encode(self, text):
-        return [ord(c) % 500 + 20 for c in text]
 
 
 def write_parquet(path, records):
@@ -92,7 +87,7 @@ def broken_file(tmp_path):
 def test_skip_policy_counts_and_names_every_broken_record(broken_file):
     path, expected = broken_file
     report = BadRecordReport()
-    examples = tokenize_records(Source(path), CharTokenizer(), "skip", report)
+    examples = tokenize_records(Source(path), CharTokenizer(500, 20), "skip", report)
     assert len(examples) == len(BROKEN)
     assert [e.source for e in examples] == [f"{path}:{line - 1}" for line in expected]
     assert report.total == len(BROKEN)
@@ -105,7 +100,7 @@ def test_error_policy_stops_at_the_first_broken_record(broken_file):
     path, expected = broken_file
     first_line, reason = next(iter(expected.items()))
     with pytest.raises(RecordError, match=f"{path}:{first_line}: {reason}"):
-        tokenize_records(Source(path), CharTokenizer(), "error", BadRecordReport())
+        tokenize_records(Source(path), CharTokenizer(500, 20), "error", BadRecordReport())
 
 
 @pytest.mark.slow
@@ -203,10 +198,10 @@ def test_the_paper_files_read_without_a_bad_record():
     for name in ("synth_train.jsonl", "spider_train.jsonl", "gsm8k_test.jsonl"):
         path = os.path.join(PAPER, name)
         report = BadRecordReport()
-        examples = tokenize_records(Source(path), CharTokenizer(), "error", report, with_prompt=True)
+        examples = tokenize_records(Source(path), CharTokenizer(500, 20), "error", report, with_prompt=True)
         with open(path) as f:
             raw = [json.loads(line) for line in f]
         assert report.total == 0 and len(examples) == len(raw)
         first = raw[0]["messages"]
-        assert examples[0].views == [CharTokenizer().encode(first[1]["content"]), CharTokenizer().encode(first[2]["content"])]
-        assert examples[0].prompt == CharTokenizer().encode(system_turn(raw[0]))
+        assert examples[0].views == [CharTokenizer(500, 20).encode(first[1]["content"]), CharTokenizer(500, 20).encode(first[2]["content"])]
+        assert examples[0].prompt == CharTokenizer(500, 20).encode(system_turn(raw[0]))

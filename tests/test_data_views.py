@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import SPECIALS as SP
-from helpers import random_views, tiny_model
+from helpers import CharTokenizer, random_views, tiny_model
 from test_objective_layouts import (assert_pairs_equal_separate, enc_sequence, pred_sequence, separate_hidden,
                                     streams)
 
@@ -84,19 +84,14 @@ def test_loss_and_gradients_equal_unpacked():
         assert torch.allclose(p.grad, q.grad, atol=2e-5, rtol=1e-4), name
 
 
-class CharTokenizer:
-    def encode(self, text):
-        return [ord(c) % 50 + 20 for c in text]
-
-
 def test_records_give_the_named_fields_and_bad_ones_name_the_reason():
     good = hellaswag_record("A man ties his shoe", "then he runs off.")
     missing, no_turn = dict(good), dict(good, code=[{"role": "user", "content": "x"}])
     del missing["text"]
     report = BadRecordReport()
     out = tokenize_records([("f.jsonl:1", good), ("f.jsonl:2", missing), ("f.jsonl:3", no_turn)],
-                           CharTokenizer(), "skip", report, view_specs=view_specs(HELLASWAG_VIEWS))
-    tok = CharTokenizer()
+                           CharTokenizer(50, 20), "skip", report, view_specs=view_specs(HELLASWAG_VIEWS))
+    tok = CharTokenizer(50, 20)
     assert len(out) == 1
     assert out[0].views == [tok.encode("A man ties his shoe Which ending?"), tok.encode("then he runs off.")]
     assert out[0].jepa_views == [tok.encode("A man ties his shoe"), tok.encode("then he runs off.")]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import SPECIALS, direct_keeps, random_views, tiny_model
+from helpers import SPECIALS, CharTokenizer, direct_keeps, random_views, tiny_model
 
 from megajepa.config import JepaConfig
 from megajepa.data.collate import collate
@@ -80,10 +80,7 @@ def test_in_memory_examples_are_keyed_by_their_record_in_the_stream():
     views exactly the examples whose record keeps them (epoch 0 = what shards pack)."""
     from megajepa.data.examples import BadRecordReport, tokenize_records
 
-    class CharIds:  # any tokenizer will do: only the records' places matter here
-        def encode(self, text):
-            return [20 + ord(c) % 50 for c in text]
-    tok = CharIds()
+    tok = CharTokenizer(50, 20)  # any tokenizer will do: only the records' places matter here
     records = [{"views": [f"text {i}", f"code {i}"]} for i in range(40)]
     records[5] = {"views": []}  # no views: skipped
     exs = tokenize_records(records, tok, "skip", BadRecordReport())

@@ -163,6 +163,21 @@ def test_token_floor_of_the_default_and_pretraining_layouts():
     assert build_unit(views[:2], SP, LayoutConfig(predictors=2), with_jepa=False).n_tokens == 1 + 3 + 1 + 2 + 1
 
 
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_a_unit_without_its_jepa_segments_is_the_unit_built_without_jepa(name):
+    """PackedEpochs builds each unit once and takes without_jepa() for an epoch that drops its views: that
+    must be exactly what build_unit(with_jepa=False) makes, for every layout, with and without data.views."""
+    layout, examples = make_examples(name, seed=11 + len(name))
+    rng = np.random.default_rng(5)
+    for views, prompt in examples:
+        for jepa_views in (None, random_views(rng, 3)):
+            full = build_unit(views, SP, layout, prompt=prompt, jepa_views=jepa_views)
+            alone = build_unit(views, SP, layout, with_jepa=False, prompt=prompt, jepa_views=jepa_views)
+            assert full.without_jepa() == alone
+            if jepa_views is not None:  # data.views always adds copies: there was something to drop
+                assert len(full.segments) > len(alone.segments)
+
+
 GRADIENT_CASES = [(name, "cosine") for name in ("k1", "front", "reverse_k0_last", "all3",
                                                 "train_all_chain", "chat")] + \
                  [("k1", "l2"), ("chain4", "mse"), ("k3", "infonce"), ("train_all_all_k0", "infonce")]

@@ -109,6 +109,18 @@ def test_atomic_write(tmp_path):
     assert sorted(os.listdir(target.parent)) == ["tokenizer.model"]
 
 
+def test_encode_batch_equals_encode_of_each(tok, tmp_path):
+    """tokenize_records encodes a whole corpus in one encode_batch call: the sentencepiece model and its HF
+    export behind the protocol (HFTokenizer) must give what encode gives text by text."""
+    from megajepa.data.tokenizer.hf import HFTokenizer
+
+    texts = CASES + corpus(200, seed=3)
+    save_hf_tokenizer(tok, tmp_path)
+    for wrapper in (tok, HFTokenizer(str(tmp_path))):
+        assert wrapper.encode_batch(texts) == [wrapper.encode(t) for t in texts]
+        assert wrapper.encode_batch([]) == []
+
+
 def test_hf_wrapper_equal(tok, tmp_path):
     from transformers import AutoTokenizer
 

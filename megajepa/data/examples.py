@@ -53,20 +53,30 @@ def tokenize_records(records, tokenizer, policy: str, report: BadRecordReport,
     """`records`: iterable of (source, record) or plain records (numbered from 1); a one-view record of any
     format is a plain NTP document (docs/data.md). `with_prompt`: keep a messages record's system turn as
     the example's prompt. `view_specs` (data.views, records.ViewSpec): the JEPA views, apart from the stream.
-    `first_record`: the stream position of records[0] (a chunk's offset), so Example.record is global."""
-    out = []
+    `first_record`: the stream position of records[0] (a chunk's offset), so Example.record is global.
+    Every text is encoded in one batched call; bad records are reported (or raised) in record order."""
+    parsed, texts = [], []  # per record: (source, index, error or None, (views, JEPA views, has a prompt))
     for i, item in enumerate(records, 1):
         source, record = item if isinstance(item, tuple) else (f"{source_name}:{i}", item)
         try:
             views, jepa = example_views(record, extra_fields, view_specs)  # data.extra_view_fields, data.views
-            ids, jepa_ids = [tokenizer.encode(v) for v in views], [tokenizer.encode(v) for v in jepa]
-            if any(not v for v in ids + jepa_ids):
-                raise BadRecord("a view tokenizes to nothing")
         except BadRecord as e:
-            if policy == "error":
-                raise RecordError(f"{source}: {e}") from None
-            report.add(source, str(e))
+            parsed.append((source, i, str(e), (0, 0, False)))
             continue
         prompt = system_turn(record) if with_prompt else None
-        out.append(Example(ids, source, first_record + i - 1, tokenizer.encode(prompt) if prompt else None, jepa_ids))
+        parsed.append((source, i, None, (len(views), len(jepa), bool(prompt))))
+        texts += [*views, *jepa] + ([prompt] if prompt else [])
+    encoded = iter(tokenizer.encode_batch(texts))
+    out = []
+    for source, i, error, (n_views, n_jepa, has_prompt) in parsed:
+        ids, jepa_ids = [next(encoded) for _ in range(n_views)], [next(encoded) for _ in range(n_jepa)]
+        prompt_ids = next(encoded) if has_prompt else None
+        if error is None and any(not v for v in ids + jepa_ids):
+            error = "a view tokenizes to nothing"
+        if error is not None:
+            if policy == "error":
+                raise RecordError(f"{source}: {error}")
+            report.add(source, error)
+            continue
+        out.append(Example(ids, source, first_record + i - 1, prompt_ids, jepa_ids))
     return out

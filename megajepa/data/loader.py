@@ -40,33 +40,33 @@ def fits(ex: Example, n_tokens: int, seq_len: int, policy: str, report: BadRecor
 
 
 class PackedEpochs:
-    """Examples -> rows for any epoch; validates up front that every kept example fits a row."""
+    """Examples -> rows for any epoch: each example's unit is built (and checked to fit a row) once, up front."""
 
     def __init__(self, examples: list[Example], specials: Specials, layout: LayoutConfig, seq_len: int,
                  seed: int, jepa_dropout: float = 0.0, use_jepa: bool = True, policy: str = "skip",
                  report: BadRecordReport | None = None, stp: StpSampling | None = None):
         """`stp`: draw STP samples for each batch (data/stp.py), None when stp.lambda is 0."""
         self.specials, self.layout, self.seq_len, self.seed, self.stp = specials, layout, seq_len, seed, stp
-        self.jepa_dropout, self.use_jepa = jepa_dropout, use_jepa
+        self.jepa_dropout = jepa_dropout
         report = report if report is not None else BadRecordReport()
-        kept, shortest = [], None
+        kept, units, shortest = [], [], None
         for ex in examples:
-            n = self._unit(ex, use_jepa).n_tokens
-            shortest = n if shortest is None else min(shortest, n)
-            if fits(ex, n, seq_len, policy, report):
+            # built once, with its JEPA segments (the longest it can be); an epoch that drops them takes
+            # unit.without_jepa(), so packing an epoch only places
+            unit = make_unit(ex, specials, layout, use_jepa)
+            shortest = unit.n_tokens if shortest is None else min(shortest, unit.n_tokens)
+            if fits(ex, unit.n_tokens, seq_len, policy, report):
                 kept.append(ex)
+                units.append(unit)
         if not kept:
             raise RecordError(f"data.seq_len={seq_len} is shorter than every example "
                               f"(the shortest needs {shortest} tokens packed); raise data.seq_len")
-        self.examples = kept
+        self.examples, self.units = kept, units
         self.report = report
         self._epochs: dict[int, Future] = {}  # this epoch's rows and the next one's, packed in a thread
         self._packer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-epoch")
         self._lock = threading.Lock()
         self._epochs[0] = self._packer.submit(self._pack, 0)  # packs while the model is being built
-
-    def _unit(self, ex: Example, with_jepa: bool) -> Unit:
-        return make_unit(ex, self.specials, self.layout, with_jepa)
 
     def rows(self, epoch: int) -> list[PackedRow]:
         """Epoch `epoch`'s rows; epoch + 1 starts packing in the background so the next epoch end does
@@ -80,7 +80,7 @@ class PackedEpochs:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.examples))
         keep_jepa = self.keeps_views(epoch)
-        units = [self._unit(self.examples[i], self.use_jepa and bool(keep_jepa[i])) for i in order]
+        units = [self.units[i] if keep_jepa[i] else self.units[i].without_jepa() for i in order]
         return place(units, self.seq_len, self.specials)
 
     def keeps_views(self, epoch: int) -> np.ndarray:

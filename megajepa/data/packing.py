@@ -54,10 +54,16 @@ class Unit:
     # STP documents: (NTP stream segment, Text [start, end), Code [start, end)) within it; Code is empty
     # (start = end = Text's end) for a one-view document
     docs: list[tuple[int, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    ntp_segments: int | None = None  # how many leading segments are NTP streams (None: all of them)
 
     @property
     def n_tokens(self) -> int:
         return sum(len(s.tokens) for s in self.segments)
+
+    def without_jepa(self) -> "Unit":
+        """The unit build_unit makes with with_jepa=False: the JEPA segments come after the streams, so
+        it is this unit's leading segments; a kept unit serves every epoch's loss-dropout decision."""
+        return Unit(self.segments[:self.ntp_segments], docs=self.docs, ntp_segments=self.ntp_segments)
 
 
 @dataclass
@@ -141,8 +147,9 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     if jepa_views:
         views, standalone = jepa_views, {}
         n, markers = len(views), render.markers(len(views), sp, layout.train_all)
+    ntp_segments = len(segments)
     if not with_jepa or n < 2:
-        return Unit(segments, docs=docs)
+        return Unit(segments, docs=docs, ntp_segments=ntp_segments)
 
     def encoding(i: int) -> tuple[int, int]:
         """(segment, length) whose first `length` tokens are `bos v_i marker` alone; copy if none."""
@@ -171,7 +178,7 @@ def build_unit(views: list[list[int]], sp: Specials, layout: LayoutConfig, with_
     for src, tgt in directed:
         seg, length = encoding(tgt)
         pairs.append((preds[src], (seg, length - 1)))
-    return Unit(segments, pairs, docs)
+    return Unit(segments, pairs, docs, ntp_segments)
 
 
 @dataclass

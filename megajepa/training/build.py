@@ -5,6 +5,8 @@ which the run consumes randomness (seed, data, eval set, model init), so it is p
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import random
@@ -110,9 +112,27 @@ def build(cfg: RunConfig, dist_info: distributed.DistInfo) -> Built:
     return Built(cfg, rank, world, device, tokenizer, loader, model_cfg, objective, engine, evaluator, resume_from)
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused():
+    """Python's cyclic collector off while a corpus becomes examples, units and rows: its passes over a
+    heap of long-lived, acyclic lists that only grows cost as much as the building (docs/benchmarks.md)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
     """(tokenizer, row source): preprocessed shards (data.shards), else the corpus tokenized and packed
     here. Every bad record is reported (or raised, data.on_bad_record=error) before the model is built."""
+    with cyclic_gc_paused():
+        return _build_data(cfg, hf, rank)
+
+
+def _build_data(cfg: RunConfig, hf: HFCheckpoint | None, rank: int):
     if cfg.data.shards:  # continued pretraining: the checkpoint's tokenizer, checked against the shards'
         tokenizer = run_tokenizer(cfg.model.init_from_hf, cfg.output_dir, rank) if hf else \
             load_tokenizer(preprocess.shard_tokenizer_path(cfg))

@@ -25,6 +25,8 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...  # no bos/eos added
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...  # encode of each, in one native call
+
     def decode(self, ids: Iterable[int]) -> str: ...
 
     def sha256(self) -> str: ...  # equal digests encode text to equal ids (shards record it)

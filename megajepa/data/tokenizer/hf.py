@@ -74,6 +74,10 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False)
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """`encode` of each text; a fast tokenizer encodes a list in Rust, in parallel."""
+        return self.hf(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
     def decode(self, ids) -> str:
         return self.hf.decode([int(i) for i in ids if int(i) not in self.special_ids])
 

@@ -71,6 +71,10 @@ class SentencePieceTokenizer:
         """Token ids of `text`; no bos/eos added."""
         return self.sp.encode(text, out_type=int)
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """`encode` of each text; sentencepiece encodes a list on its own threads."""
+        return self.sp.encode(list(texts), out_type=int) if texts else []
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`, special tokens (pad/unk/bos/eos/sep/predictors) skipped."""
         return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids])
