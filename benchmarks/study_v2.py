@@ -21,10 +21,18 @@ fine-tuned with NTP only on rotten_tomatoes_train.jsonl (configs/study/e2_finetu
 accuracy on rotten_tomatoes_test.jsonl. One tokenizer, trained on the paraphrase corpus and the review
 texts, serves every E2 run.
 
+E3, the paper's main regime (fine-tuning a pretrained model): one base model pretrains with NTP only on a
+broader mixture (--e3-mixture: by default the release's turk, spider, nq_open and rotten_tomatoes train
+files; every token a target; configs/study/e3_base.yaml), is converted to transformers, and is fine-tuned
+on a fraction of synth_train (--e3-fractions, nested as in E1) with every --e3-arms objective
+(configs/study/e3_finetune_nlrx.yaml, --e3-epochs epochs); scored as E1 on synth_test. One tokenizer,
+trained on the mixture and synth_train, serves the base and so every fine-tuning run.
+
 Statistics per group against its NTP run of the same seed: per-seed differences, the paper's paired
 one-tailed t-test, an exact sign-flip test and McNemar pooled over seeds (benchmarks/study_stats.py).
 
-Running it: every run lives in OUT/e1/<fraction>/<arm>/seed<N> or OUT/e2/<arm>/seed<N>. A run with
+Running it: every run lives in OUT/e1/<fraction>/<arm>/seed<N>, OUT/e2/<arm>/seed<N> or
+OUT/e3/<fraction>/<arm>/seed<N> (E3's base model in OUT/e3/base). A run with
 result.json is reused; an interrupted one resumes from its last checkpoint (resume=auto). Start the same
 command in several shells to split the work: a run is claimed with a lock file (a dead owner's lock is
 taken over), and NTP-at-equal-compute runs wait for the runs they are sized from. Every run records the
@@ -53,9 +61,12 @@ STUDY = os.path.join(REPO, "configs", "study")
 BASE_CONFIG = os.path.join(STUDY, "e1_nlrx_synth.yaml")
 E2_PRETRAIN = os.path.join(STUDY, "e2_paraphrase.yaml")
 E2_FINETUNE = os.path.join(STUDY, "e2_finetune_rt.yaml")
+E3_BASE = os.path.join(STUDY, "e3_base.yaml")
+E3_FINETUNE = os.path.join(STUDY, "e3_finetune_nlrx.yaml")
+E3_MIXTURE = ("turk_train.jsonl", "spider_train.jsonl", "nq_open_train.jsonl", "rotten_tomatoes_train.jsonl")
 ARMS_FILE = os.path.join(STUDY, "arms.yaml")
 FRACTIONS = ("1/16", "1/8", "1/4", "1/2", "1")
-METRICS = {"e1": ("prefix", "exact", "regex"), "e2": ("label",)}
+METRICS = {"e1": ("prefix", "exact", "regex"), "e2": ("label",), "e3": ("prefix", "exact", "regex")}
 COLLAPSE_TAGS = ("collapse/erank_enc", "collapse/erank_pred", "collapse/cos_pred_target", "collapse/cos_pred_other")
 EXAMPLES, COMPUTE = "examples", "compute"
 PARAPHRASE_VIEWS = 5  # the paper's groups of 5 paraphrases
@@ -64,7 +75,7 @@ PARAPHRASE_VIEWS = 5  # the paper's groups of 5 paraphrases
 @dataclass(frozen=True)
 class Run:
     """One run. `arm` is an arm of arms.yaml; at the compute budget `arm` is ntp and `sized_by` the JEPA
-    arm whose FLOPs it matches. E2 runs have no fraction."""
+    arm whose FLOPs it matches. E2 runs have no fraction; E3's base model is the one run of "e3_base"."""
     experiment: str
     arm: str
     seed: int
@@ -80,14 +91,21 @@ class Run:
         return f"ntp_at_{self.sized_by}_flops" if self.sized_by else self.arm
 
     def dir(self, out: str) -> str:
-        if self.experiment == "e2":
-            return os.path.join(out, "e2", self.label, f"seed{self.seed}")
-        return os.path.join(out, "e1", "frac_" + self.fraction.replace("/", "_"), self.label, f"seed{self.seed}")
+        if self.experiment == "e3_base":
+            return os.path.join(out, "e3", "base")
+        if self.fraction is None:
+            return os.path.join(out, self.experiment, self.label, f"seed{self.seed}")
+        return os.path.join(out, self.experiment, "frac_" + self.fraction.replace("/", "_"), self.label, f"seed{self.seed}")
 
     def deps(self) -> list["Run"]:
+        if self.experiment == "e3":
+            return [E3_BASE_RUN]
         if not self.sized_by:
             return []
         return [Run("e1", "ntp", self.seed, self.fraction), Run("e1", self.sized_by, self.seed, self.fraction)]
+
+
+E3_BASE_RUN = Run("e3_base", "ntp", 0)  # one base model for every E3 seed and arm
 
 
 def parse_args(argv=None):
@@ -122,8 +140,17 @@ def parse_args(argv=None):
     e2.add_argument("--finetune-epochs", type=int, default=2)
     e2.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a run-config override for the fine-tuning runs (repeatable)")
-    p.add_argument("overrides", nargs="*", help="run-config overrides for every E1 run and E2 pretraining "
-                                                "(e.g. model.dim=128)")
+    e3 = p.add_argument_group("E3 (NTP base on a broader mixture -> fine-tuning on NL-RX-SYNTH per objective)")
+    e3.add_argument("--e3-mixture", default=",".join(os.path.join(SHARED, f) for f in E3_MIXTURE),
+                    help="the base model's pretraining files, comma-separated")
+    e3.add_argument("--e3-arms", default="ntp,jepa_paper,jepa_sigreg,stp")
+    e3.add_argument("--e3-fractions", default="1", help="fractions of synth_train fine-tuned on (as E1's)")
+    e3.add_argument("--e3-base-epochs", type=int, default=2)
+    e3.add_argument("--e3-epochs", type=int, default=4, help="fine-tuning epochs (the paper's 4)")
+    e3.add_argument("--e3-finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run-config override for the fine-tuning runs (repeatable)")
+    p.add_argument("overrides", nargs="*", help="run-config overrides for every E1 run and the E2 and E3 "
+                                                "pretraining (e.g. model.dim=128)")
     return p.parse_args(argv)
 
 
@@ -139,12 +166,17 @@ def plan(args, arms: dict) -> list[Run]:
     wanted = [a for a in args.arms.split(",") if a]
     compute = [a for a in args.compute_arms.split(",") if a and a in wanted]
     e2_arms = [a for a in args.e2_arms.split(",") if a]
-    unknown = [a for a in wanted + e2_arms if a not in arms]
-    bad = [e for e in experiments if e not in METRICS] + [f for f in args.fractions.split(",") if f not in FRACTIONS]
-    if unknown or bad or (compute and "ntp" not in wanted) or ("e2" in experiments and "ntp" not in e2_arms):
+    e3_arms = [a for a in args.e3_arms.split(",") if a]
+    unknown = [a for a in wanted + e2_arms + e3_arms if a not in arms]
+    bad = [e for e in experiments if e not in METRICS] + \
+        [f for f in args.fractions.split(",") + args.e3_fractions.split(",") if f not in FRACTIONS]
+    no_baseline = (compute and "ntp" not in wanted) or any(
+        e in experiments and "ntp" not in a for e, a in (("e2", e2_arms), ("e3", e3_arms)))
+    if unknown or bad or no_baseline:
         raise SystemExit(f"error: unknown arm(s) {unknown} (arms.yaml: {', '.join(arms)}), or experiment(s) / "
-                         f"fraction(s) {bad} (e1, e2; {', '.join(FRACTIONS)}); --compute-arms and --e2-arms need ntp")
-    runs = []
+                         f"fraction(s) {bad} (e1, e2, e3; {', '.join(FRACTIONS)}); --compute-arms, --e2-arms "
+                         "and --e3-arms need ntp")
+    runs = [E3_BASE_RUN] if "e3" in experiments else []
     for seed in seeds(args.seeds):
         if "e1" in experiments:
             for fraction in args.fractions.split(","):
@@ -152,6 +184,8 @@ def plan(args, arms: dict) -> list[Run]:
                 runs += [Run("e1", "ntp", seed, fraction, sized_by=arm) for arm in compute]
         if "e2" in experiments:
             runs += [Run("e2", arm, seed) for arm in e2_arms]
+        if "e3" in experiments:
+            runs += [Run("e3", arm, seed, fraction) for fraction in args.e3_fractions.split(",") for arm in e3_arms]
     return runs
 
 
@@ -166,10 +200,15 @@ def overrides_of(arm_settings: dict) -> list[str]:
     return out
 
 
+def mixture_files(args) -> list[str]:
+    return [f for f in args.e3_mixture.split(",") if f]
+
+
 def needed_files(args) -> list[str]:
     experiments = args.experiments.split(",")
-    return ([args.train, args.test] if "e1" in experiments else []) + \
-        ([args.rt_train, args.rt_test] if "e2" in experiments else [])
+    return ([args.train, args.test] if {"e1", "e3"} & set(experiments) else []) + \
+        ([args.rt_train, args.rt_test] if "e2" in experiments else []) + \
+        (mixture_files(args) if "e3" in experiments else [])
 
 
 def train_sentencepiece(path: str, config: str, sources: list[str], overrides: list[str]) -> str:
@@ -330,6 +369,52 @@ def do_e2(args, arms: dict, run: Run) -> None:
            collapse_over_training=collapse_series(pretrain_dir), overrides=pre, finetune_overrides=fine)
 
 
+# ---------------------------------------------------------------- E3
+
+def e3_tokenizer(args) -> str:
+    """E3's sentencepiece model, trained on the base model's mixture and synth_train (as a base model's
+    tokenizer has seen the language of the task it is later fine-tuned on)."""
+    return train_sentencepiece(os.path.join(args.out, "e3", "tokenizer", "tokenizer.model"), E3_BASE,
+                               [*mixture_files(args), args.train], args.overrides)
+
+
+def e3_base_hf(args) -> str:
+    return os.path.join(E3_BASE_RUN.dir(args.out), "hf")
+
+
+def do_e3_base(args, arms: dict, run: Run) -> None:
+    from megajepa.cli.convert_to_hf import main as convert_to_hf
+    run_dir, hf_dir = run.dir(args.out), e3_base_hf(args)
+    overrides = [f"data.sources=[{', '.join(mixture_files(args))}]", f"data.tokenizer={e3_tokenizer(args)}",
+                 f"seed={run.seed}", *args.overrides]
+    steps = steps_for_epochs(E3_BASE, overrides, args.e3_base_epochs)
+    log(f"{run_dir}: pretraining the base model, {steps} steps")
+    train_s = train(run_dir, E3_BASE, overrides, steps, args.threads, {"stage": "e3 base (NTP on the mixture)"})
+    if not os.path.isfile(os.path.join(hf_dir, "config.json")):
+        if convert_to_hf(["--checkpoint", run_dir, "--output", hf_dir]):
+            raise RuntimeError(f"converting {run_dir} to transformers failed")
+    trained_steps, flops = trained_flops(run_dir)
+    finish(run, run_dir, trained_steps=trained_steps, flops=flops, train_seconds_last_attempt=round(train_s, 1),
+           epochs=args.e3_base_epochs, metrics={}, overrides=overrides)
+
+
+def do_e3(args, arms: dict, run: Run) -> None:
+    run_dir = run.dir(args.out)
+    overrides = [f"model.init_from_hf={e3_base_hf(args)}", f"data.sources=[{fraction_file(args, run.fraction)}]",
+                 f"seed={run.seed}", *overrides_of(arms[run.arm]), *args.e3_finetune_set]
+    steps = steps_for_epochs(E3_FINETUNE, overrides + [f"output_dir={run_dir}"], args.e3_epochs)
+    log(f"{run_dir}: fine-tuning the base model, {steps} steps")
+    train_s = train(run_dir, E3_FINETUNE, overrides, steps, args.threads,
+                    {"arms_file": os.path.relpath(ARMS_FILE, REPO), "arm": run.arm})
+    t0 = time.time()
+    metrics = generate_into(run_dir, run_dir, args.test, METRICS["e3"], args.eval_examples)
+    geometry = analyze_into(run_dir, run_dir, args.test, args.analysis_examples)
+    trained_steps, flops = trained_flops(run_dir)
+    finish(run, run_dir, trained_steps=trained_steps, flops=flops, train_seconds_last_attempt=round(train_s, 1),
+           epochs=args.e3_epochs, eval_seconds=round(time.time() - t0, 1), metrics=metrics, geometry=geometry,
+           collapse_over_training=collapse_series(run_dir), overrides=overrides)
+
+
 # ---------------------------------------------------------------- summary
 
 def load_results(args, runs: list[Run]) -> dict[Run, dict]:
@@ -396,11 +481,16 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
             arm_runs, base_runs, name = members, [Run(r.experiment, "ntp", r.seed, r.fraction) for r in members], first.label
         tests.append({"experiment": first.experiment, "fraction": first.fraction, "arm": name, "budget": first.budget,
                       "baseline": base_runs[0].label, **compare(args, results, arm_runs, base_runs, metrics)})
+    base = load_results(args, [E3_BASE_RUN]).get(E3_BASE_RUN)
     return {"experiments": {"e1": "NL-RX-SYNTH from random init (data-efficiency curve)",
-                            "e2": "paraphrase pretraining -> NTP fine-tuning on Rotten Tomatoes"},
-            "configs": [os.path.relpath(c, REPO) for c in (BASE_CONFIG, E2_PRETRAIN, E2_FINETUNE, ARMS_FILE)],
+                            "e2": "paraphrase pretraining -> NTP fine-tuning on Rotten Tomatoes",
+                            "e3": "NTP base model on a broader mixture -> fine-tuning on NL-RX-SYNTH per objective"},
+            "configs": [os.path.relpath(c, REPO) for c in (BASE_CONFIG, E2_PRETRAIN, E2_FINETUNE, E3_BASE, E3_FINETUNE,
+                                                             ARMS_FILE)],
             "arms": {a: arms[a].get("about", "") for a in arms}, "e1_epochs_of_the_whole_file": args.epochs,
-            "files": {"e1": [args.train, args.test], "e2": [args.rt_train, args.rt_test]},
+            "e3_epochs": args.e3_epochs, "e3_base": base and {"dir": os.path.relpath(E3_BASE_RUN.dir(args.out), args.out), **base},
+            "files": {"e1": [args.train, args.test], "e2": [args.rt_train, args.rt_test],
+                      "e3": [*mixture_files(args), args.train, args.test]},
             "eval_examples": args.eval_examples or "all", "overrides": args.overrides,
             "planned_runs": len(runs), "finished_runs": len(results), "groups": groups, "tests": tests,
             "runs": [{"dir": os.path.relpath(r.dir(args.out), args.out), **results[r]} for r in runs if r in results]}
@@ -486,14 +576,14 @@ def main(argv=None) -> int:
     arms = read_arms()
     runs = plan(args, arms)
     os.makedirs(args.out, exist_ok=True)
-    do = {"e1": do_e1, "e2": do_e2}
+    do = {"e1": do_e1, "e2": do_e2, "e3": do_e3, "e3_base": do_e3_base}
     failed = [] if args.summarize else run_all(runs, lambda r: r.dir(args.out), Run.deps,
                                                 lambda r: do[r.experiment](args, arms, r), args.wait)
     for message in failed:
         log(f"FAILED {message}")
     if args.no_summary:
         return 1 if failed else 0
-    summary = summarize(args, arms, runs)
+    summary = summarize(args, arms, [r for r in runs if r.experiment in METRICS])  # E3's base is not a group
     if args.carry:
         carry_over(summary, args.carry)
     summary["command"] = " ".join(["python", os.path.relpath(os.path.abspath(__file__), REPO)] + (argv or sys.argv[1:]))

@@ -71,7 +71,7 @@ def test_stp_as_in_the_reference_run_script(tmp_path):
 
 def test_study_configs(tmp_path, monkeypatch):
     """configs/study/: the base config and every arm of arms.yaml load as benchmarks/study_v2.py applies
-    them; the model has >= 3M parameters (issue 13); the NTP arm packs no views."""
+    them (E1, E2 and E3's stages); the model has >= 3M parameters (issue 13); the NTP arm packs no views."""
     import yaml
 
     from megajepa.model.transformer import Transformer, resolve_model_config
@@ -81,7 +81,8 @@ def test_study_configs(tmp_path, monkeypatch):
     with open(os.path.join(CONFIGS, "study", "arms.yaml")) as f:
         arms = yaml.safe_load(f)
     assert sorted(os.listdir(os.path.join(CONFIGS, "study"))) == ["arms.yaml", "e1_nlrx_synth.yaml",
-                                                                  "e2_finetune_rt.yaml", "e2_paraphrase.yaml"]
+                                                                  "e2_finetune_rt.yaml", "e2_paraphrase.yaml",
+                                                                  "e3_base.yaml", "e3_finetune_nlrx.yaml"]
     assert {"ntp", "jepa_paper", "jepa_sigreg", "infonce", "stp", "stp_jepa"} <= set(arms)
     for arm, settings in arms.items():
         cfg = _load(base, *study_v2.overrides_of(settings))
@@ -97,3 +98,9 @@ def test_study_configs(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     finetune = _load(os.path.join("study", "e2_finetune_rt.yaml"), f"model.init_from_hf={tmp_path}")
     assert finetune.jepa.lam == 0 and finetune.stp.lam == 0 and finetune.data.tokenizer is None
+    base = _load(os.path.join("study", "e3_base.yaml"))  # E3: an NTP base on every token, E1's shape
+    assert base.jepa.lam == 0 and base.data.label_prompt and base.model.dim == ntp.model.dim
+    for arm in ("ntp", "jepa_sigreg"):  # each arm's objective over the base's weights
+        e3 = _load(os.path.join("study", "e3_finetune_nlrx.yaml"), f"model.init_from_hf={tmp_path}",
+                   *study_v2.overrides_of(arms[arm]))
+        assert e3.jepa.lam == arms[arm]["jepa"]["lambda"] and e3.data.tokenizer is None

@@ -1,8 +1,8 @@
 """benchmarks/study_v2.py and its statistics: the paired tests against scipy, the nested data
 fractions, the steps that make "equal examples" against the real loader, the lock that splits a study
 across processes, and (slow) the whole runner at toy size: E1 (every run trained, evaluated and
-summarized, NTP at a JEPA arm's FLOPs, finished runs reused) and E2 (pretrain, convert, fine-tune, label
-accuracy)."""
+summarized, NTP at a JEPA arm's FLOPs, finished runs reused), E2 (pretrain, convert, fine-tune, label
+accuracy) and E3 (one NTP base, fine-tuned per arm)."""
 import importlib
 import json
 import os
@@ -169,6 +169,37 @@ def test_e2_pretrains_converts_fine_tunes_and_scores_labels(tmp_path):
         assert "Traceback" not in log
     groups = (out / "e2" / "data" / "paraphrase_train.jsonl").read_text().splitlines()
     assert len(groups) == 80 and all(len(json.loads(g)["views"]) == 5 for g in groups)
+
+
+@pytest.mark.slow
+def test_e3_pretrains_one_base_and_fine_tunes_it_per_arm(toy_files, tmp_path):
+    """E3 at toy size: one NTP base model on a mixture (here SQL and arithmetic records, no regex), converted
+    to transformers, then fine-tuned on half of the regex train file per arm and scored as E1; every
+    fine-tuning run starts from that one base, and the base is not a group of the summary."""
+    from megajepa.data.synthetic import split
+    mixture = []
+    for task in ("sql", "arithmetic"):
+        path = tmp_path / f"{task}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in split(task, 120, 0, 1)[0]))
+        mixture.append(str(path))
+    out, summary = tmp_path / "study", tmp_path / "study.json"
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "study_v2.py"), "--out", str(out), "--json", str(summary),
+           "--train", toy_files[0], "--test", toy_files[1], "--experiments", "e3", "--e3-arms", "ntp,jepa_sigreg",
+           "--e3-mixture", ",".join(mixture), "--e3-fractions", "1/2", "--e3-base-epochs", "1", "--e3-epochs", "1",
+           "--e3-finetune-set", "train.warmup_steps=1", "--seeds", "1", "--analysis-examples", "70", "--wait", "1", *TOY,
+           "data.seq_len=256"]  # with the toy vocabulary over half the mixture records need more than 128 tokens
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["finished_runs"] == s["planned_runs"] == 2 and [t["arm"] for t in s["tests"]] == ["jepa_sigreg"]
+    assert {g["label"] for g in s["groups"]} == {"ntp", "jepa_sigreg"} and s["e3_base"]["trained_steps"] > 0
+    base_hf = out / "e3" / "base" / "hf"
+    assert (base_hf / "config.json").is_file()
+    assert f"data.sources=[{', '.join(mixture)}]" in s["e3_base"]["overrides"]
+    for r in s["runs"]:
+        assert r["dir"].startswith("e3/frac_1_2/") and f"model.init_from_hf={base_hf}" in r["overrides"]
+        assert all(0 <= r["metrics"][m] <= 100 for m in ("prefix", "exact", "regex")) and r["trained_steps"] > 0
+        assert "Traceback" not in (out / r["dir"] / "train.log").read_text()
 
 
 def test_carry_keeps_an_earlier_summarys_points_that_have_no_run_here(study, tmp_path):
