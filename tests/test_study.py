@@ -1,8 +1,8 @@
-"""benchmarks/study_v2.py and its statistics: the paired tests against scipy, the nested data
-fractions, the steps that make "equal examples" against the real loader, the lock that splits a study
-across processes, and (slow) the whole runner at toy size: E1 (every run trained, evaluated and
-summarized, NTP at a JEPA arm's FLOPs, finished runs reused), E2 (pretrain, convert, fine-tune, label
-accuracy) and E3 (one NTP base, fine-tuned per arm)."""
+"""benchmarks/study_v2.py and its statistics: the paired tests against scipy, the wrong-number
+diagnostic, the nested data fractions, the steps that make "equal examples" against the real loader, the
+lock that splits a study across processes, and (slow) the whole runner at toy size: E1 (every run trained,
+evaluated and summarized, NTP at a JEPA arm's FLOPs, finished runs reused), E2 (pretrain, convert,
+fine-tune, label accuracy) and E3 (one NTP base, fine-tuned per arm)."""
 import importlib
 import json
 import os
@@ -48,6 +48,18 @@ def test_paired_tests_equal_scipy(study):
     assert (only_a, only_b) == (30, 12) and p == pytest.approx(stats.binomtest(12, 42, 0.5).pvalue, rel=1e-9)
     # every sign agreeing: only the all-positive and all-negative flips are as extreme
     assert s.sign_flip_p([1.0, 2.0, 0.5, 3.0, 1.5]) == pytest.approx(2 / 2 ** 5)
+
+
+def test_wrong_number_only_counts_misses_that_masking_the_digits_would_pass(study, tmp_path):
+    m, _, _ = study
+    rows = [("a{3,}", "a{3,}"),        # right: not counted
+            ("a{6,}", "a{3,}"),        # only the number is wrong: counted
+            ("b{12}x", "b{34}"),       # a longer number, and a prefix match once masked: counted
+            ("b{3,}", "a{3,}"),        # wrong structure: not counted
+            ("a{3}", "a{3,}")]         # masking does not make it start with the reference: not counted
+    (tmp_path / "predictions.jsonl").write_text(
+        "".join(json.dumps({"prediction": p, "reference": r}) + "\n" for p, r in rows))
+    assert m.wrong_number_only(str(tmp_path)) == 2
 
 
 def test_fractions_are_nested_and_sized(study, toy_files, tmp_path):
