@@ -4,15 +4,18 @@ run directly and under the `deepspeed` launcher.
     python benchmarks/startup.py --json runs/bench/startup.json
 
 Time: from just before the process is spawned until rank 0's losses.jsonl gets its first line (written
-right after the first engine.step()); the run is stopped there. Warm machine: one unmeasured run first
-(page cache, any op DeepSpeed built); median of --repeats. Every run has a fresh output_dir, so each one
-trains the default run's sentencepiece tokenizer (~0.5 s), as a user's first run in a new directory does.
+right after the first engine.step()); the run is stopped there. For the direct run also its CPU seconds
+(user + sys until it is stopped): steadier than the wall time on a busy machine. Warm machine: one
+unmeasured run first (page cache, any op DeepSpeed built); median of --repeats. Every run has a fresh
+output_dir, so each one trains the default run's sentencepiece tokenizer (~0.5 s), as a user's first run
+in a new directory does.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,11 +33,18 @@ def command(mode: str, out_dir: str) -> list[str]:
     return [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "1", *args]
 
 
-def time_to_first_step(mode: str, timeout: float = 300.0) -> float:
+def cpu_of_reaped_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_to_first_step(mode: str, timeout: float = 300.0) -> tuple[float, float]:
+    """(wall seconds to the first step, CPU seconds of the reaped process: the launcher's alone in
+    deepspeed mode, its killed children are not reaped by it)."""
     with tempfile.TemporaryDirectory() as out_dir:
         losses = os.path.join(out_dir, "losses.jsonl")
         env = dict(os.environ, PYTHONPATH=REPO)
-        start = time.perf_counter()
+        cpu_before, start = cpu_of_reaped_children(), time.perf_counter()
         proc = subprocess.Popen(command(mode, out_dir), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -45,10 +55,11 @@ def time_to_first_step(mode: str, timeout: float = 300.0) -> float:
                 if time.perf_counter() - start > timeout:
                     raise RuntimeError(f"{mode} run took over {timeout:.0f} s to its first step")
                 time.sleep(0.01)
-            return time.perf_counter() - start
+            wall = time.perf_counter() - start
         finally:
             os.killpg(proc.pid, 9)  # the launcher's children go with it
             proc.wait()
+        return wall, cpu_of_reaped_children() - cpu_before
 
 
 def main() -> None:
@@ -60,9 +71,12 @@ def main() -> None:
     result = {}
     for mode in args.modes:
         time_to_first_step(mode)  # warm-up
-        runs = [time_to_first_step(mode) for _ in range(args.repeats)]
-        result[mode] = {"first_step_s": statistics.median(runs), "runs_s": runs}
-        print(f"{mode}: {result[mode]['first_step_s']:.2f} s to the first optimizer step ({runs})", flush=True)
+        runs, cpus = zip(*(time_to_first_step(mode) for _ in range(args.repeats)))
+        result[mode] = {"first_step_s": statistics.median(runs), "runs_s": list(runs)}
+        if mode == "python":
+            result[mode].update(cpu_s=statistics.median(cpus), runs_cpu_s=list(cpus))
+        print(f"{mode}: {result[mode]['first_step_s']:.2f} s to the first optimizer step ({runs})"
+              + (f", CPU {result[mode]['cpu_s']:.2f} s" if mode == "python" else ""), flush=True)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
