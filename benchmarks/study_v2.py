@@ -115,8 +115,8 @@ def parse_args(argv=None):
     p.add_argument("--json", help="summary JSON (default OUT/study_v2.json)")
     p.add_argument("--summarize", action="store_true", help="only summarize the finished runs")
     p.add_argument("--no-summary", action="store_true", help="only train and evaluate")
-    p.add_argument("--carry", metavar="JSON", help="an earlier summary: its groups, tests and runs whose "
-                   "(experiment, fraction, arm) has no finished run under --out are kept, marked carried")
+    p.add_argument("--carry", metavar="JSON", help="an earlier summary: its groups, tests and runs at every "
+                   "(experiment, fraction) with no finished run under --out, any arm, are kept, marked carried")
     p.add_argument("--experiments", default="e1,e2")
     p.add_argument("--seeds", default="1-5", help="a range A-B or a list 1,2,3")
     p.add_argument("--threads", type=int, default=1, help="OMP threads per training process")
