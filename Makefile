@@ -18,8 +18,9 @@ comma := ,
 STAMP := $(VENV)/.megajepa-installed-torch$(TORCH_VERSION)-$(subst $(comma),-,$(EXTRAS))
 # DeepSpeed's JIT-built ops cached per virtual environment, so two environments never rebuild each other's.
 export TORCH_EXTENSIONS_DIR := $(VENV)/torch_extensions
-# a hung test fails alone (its subprocesses killed) instead of eating the whole CI budget
-PYTEST_ARGS ?= --timeout=900
+# a hung test fails alone (its subprocesses killed) instead of eating the whole CI budget; -rs names
+# every skipped test and why (a Slurm cluster that could not start skips its tests)
+PYTEST_ARGS ?= --timeout=900 -rs
 
 .PHONY: install demo test bench clean
 
