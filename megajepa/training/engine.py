@@ -13,6 +13,7 @@ from deepspeed.runtime.lr_schedules import WarmupCosineLR
 from megajepa.config import ConfigError, RunConfig
 from megajepa.model.transformer import Transformer, init_parameter
 from megajepa.objective.hybrid import HybridObjective
+from megajepa.training.lazy_compile import import_deepspeed_muon
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # megajepa/training/..
 DEFAULT_DS_CONFIG = os.path.join(REPO_ROOT, "ds_configs", "zero3.json")
@@ -171,6 +172,7 @@ def cosine_without_warmup(ds: dict):
 def build_engine(objective: HybridObjective, ds: dict, weight_decay: float):
     """The DeepSpeed engine; its optimizer and LR scheduler are DeepSpeed's own, stepped by engine.step()."""
     ds, lr_scheduler = cosine_without_warmup(ds)
+    import_deepspeed_muon()  # before deepspeed.initialize imports it with inductor
     engine, _, _, _ = deepspeed.initialize(
         model=objective, model_parameters=param_groups(objective, weight_decay), config=ds,
         lr_scheduler=lr_scheduler)
