@@ -6,9 +6,9 @@ run directly and under the `deepspeed` launcher.
 Time: from just before the process is spawned until rank 0's losses.jsonl gets its first line (written
 right after the first engine.step()); the run is stopped there. For the direct run also its CPU seconds
 (user + sys until it is stopped): steadier than the wall time on a busy machine. Warm machine: one
-unmeasured run first (page cache, any op DeepSpeed built); median of --repeats. Every run has a fresh
-output_dir, so each one trains the default run's sentencepiece tokenizer (~0.5 s), as a user's first run
-in a new directory does.
+unmeasured run first (page cache, any op DeepSpeed built, and the machine cache: the synthetic corpus and
+its tokenizer, which every later run in a fresh output_dir copies, as a user's next run in a new directory
+does; MEGAJEPA_CACHE=off measures a machine without it); median of --repeats.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from megajepa.data.loader import DistributedRowLoader, PackedEpochs
 from megajepa.data.packing import LayoutConfig, Specials
 from megajepa.data.stp import StpSampling
 from megajepa.data.tokenizer import Tokenizer, load_tokenizer
-from megajepa.data.tokenizer.sentencepiece import MODEL_FILE, corpus_fingerprint, load_or_train, recorded_fingerprint
+from megajepa.data.tokenizer.sentencepiece import (MODEL_FILE, corpus_fingerprint, load_or_train, machine_cached_model,
+                                                   recorded_fingerprint)
 from megajepa.eval.periodic import PeriodicEval
 from megajepa.interop.hf_files import HFCheckpoint
 from megajepa.interop.load_hf import load_hf_weights, model_config_for, run_tokenizer
@@ -172,9 +173,11 @@ def corpus_tokenizer(cfg: RunConfig, texts: list[str], rank: int) -> tuple[Token
     cache = locate.sentencepiece_dir(cfg.output_dir)
     fingerprint = corpus_fingerprint(texts, cfg.data.vocab_size, seed=cfg.seed)
     reused = recorded_fingerprint(cache) == fingerprint and os.path.exists(os.path.join(cache, MODEL_FILE))
+    copied = None if reused else machine_cached_model(fingerprint, seed=cfg.seed)
     if rank == 0:  # one rank trains, the others read the file it wrote
         os.makedirs(cache, exist_ok=True)
         load_or_train(cache, lambda: texts, cfg.data.vocab_size, fingerprint, seed=cfg.seed)
     distributed.barrier()
-    origin = f"reused from {cache}" if reused else f"trained now, in {cache}"
+    origin = (f"reused from {cache}" if reused else f"copied from {copied} into {cache}" if copied
+              else f"trained now, in {cache}")
     return load_tokenizer(os.path.join(cache, MODEL_FILE)), origin

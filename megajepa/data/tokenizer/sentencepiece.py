@@ -17,11 +17,12 @@ import io
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
 import sentencepiece as spm
+
+from megajepa.data import machine_cache
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +152,7 @@ def train_tokenizer(
             raise ValueError(f"no training text for tokenizer {model_path}") from e
         raise
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique temp name in the same directory, then rename: a crash never leaves a partial model; opened
-    # with mode 0666 so the umask decides who may read it (mkstemp's 0600 hides a run on a shared filesystem)
-    tmp = str(model_path.parent / f"{model_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, model_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    machine_cache.write_bytes_atomically(model_path, buf.getvalue())
     return SentencePieceTokenizer(model_path)
 
 
@@ -177,7 +165,9 @@ def load_or_train(
 ) -> SentencePieceTokenizer:
     """Reuse `cache_dir/tokenizer.model`, else train it from `texts_fn()` (called lazily). `fingerprint`
     (corpus_fingerprint of the texts and settings): recorded beside a model trained here; a cached model
-    recorded with another one (or none) is retrained, saying so, never silently reused.
+    recorded with another one (or none) is retrained, saying so, never silently reused. With a
+    fingerprint, a model this machine already trained from the same corpus and settings (machine_cache)
+    is copied instead of trained again.
 
     Distributed runs: call this on rank 0 only, then barrier, then `load_tokenizer` on the other
     ranks; this function does no collective itself.
@@ -189,10 +179,33 @@ def load_or_train(
     if path.exists():
         log.warning("%s was trained on another corpus or settings (fingerprint %s, this run's %s): retraining it",
                     path, recorded[:12] if recorded else "not recorded", fingerprint[:12])
-    tokenizer = train_tokenizer(texts_fn(), path, vocab_size, **kw)
-    if fingerprint is not None:
-        (Path(cache_dir) / FINGERPRINT_FILE).write_text(fingerprint + "\n")
-    return tokenizer
+    if fingerprint is None:
+        return train_tokenizer(texts_fn(), path, vocab_size, **kw)
+    shared = machine_cache_name(fingerprint, kw)
+    model = machine_cache.read("tokenizers", shared)
+    if model is None:
+        train_tokenizer(texts_fn(), path, vocab_size, **kw)
+        machine_cache.write("tokenizers", shared, path.read_bytes())
+    else:
+        log.info("tokenizer %s: copied from %s", path, machine_cache.entry_path("tokenizers", shared))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        machine_cache.write_bytes_atomically(path, model)
+    (Path(cache_dir) / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+    return SentencePieceTokenizer(path)
+
+
+def machine_cached_model(fingerprint: str, **train_settings) -> Path | None:
+    """The model this machine's cache holds for that corpus and those settings, None when it has none."""
+    path = machine_cache.entry_path("tokenizers", machine_cache_name(fingerprint, train_settings))
+    return path if path is not None and path.exists() else None
+
+
+def machine_cache_name(fingerprint: str, train_settings: dict) -> str:
+    """The corpus fingerprint, the trainer's settings, sentencepiece's version and this file's source
+    (which holds every other training option): a model cached under it is what training would give."""
+    h = hashlib.sha256(json.dumps([fingerprint, train_settings, spm.__version__], sort_keys=True).encode())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest() + ".model"
 
 
 def corpus_fingerprint(texts: Iterable[str], vocab_size: int, **kw) -> str:
