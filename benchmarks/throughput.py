@@ -210,6 +210,9 @@ def main(argv=None) -> None:
 
     results = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                "compile": args.compile, "load_avg": os.getloadavg()[0], "presets": {}}
+    if args.device == "cpu":  # bf16 rows mean little where oneDNN has no bf16 path (docs/speed.md)
+        from megajepa.training.engine import cpu_bf16_native
+        results["cpu_bf16_onednn"] = cpu_bf16_native()
     with tempfile.TemporaryDirectory() as tmp:
         for preset, cfg in configs.items():
             results["presets"][preset] = {"params": sum(p.numel() for p in Transformer(cfg).parameters())}

@@ -1,6 +1,8 @@
 """On CPU the resolved DeepSpeed config selects torch's fused AdamW (no JIT-built op), and the ZeRO-3
 engine's update equals DeepSpeed's own FusedAdam and a direct AdamW formula."""
 import copy
+import logging
+import os
 
 import pytest
 import torch
@@ -92,6 +94,24 @@ def _resolved(bf16, ds_path=None) -> dict:
     cfg = _run_cfg()
     cfg.train.bf16, cfg.deepspeed_config = bf16, ds_path
     return resolve_ds_config(cfg, world_size=1)
+
+
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        return set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/cpuinfo"), reason="reads the CPU's flags from /proc/cpuinfo")
+def test_bf16_on_a_cpu_without_onednn_bf16_warns(caplog):
+    """The warning follows the CPU's own flags: oneDNN multiplies bf16 from AVX512 (F, BW, VL, DQ), AMX or
+    AVX-NE-CONVERT on; on anything less (an AVX2 EPYC) torch's fallback runs at ~0.5 GFLOP/s."""
+    flags = _cpu_flags()
+    onednn_bf16 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags or bool({"amx_bf16", "avx_ne_convert"} & flags)
+    for bf16, expect in ((True, not onednn_bf16 and not torch.cuda.is_available()), (False, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="megajepa.training.engine"):
+            _resolved(bf16)
+        assert any("bf16 matmuls" in r.getMessage() for r in caplog.records) is expect, (bf16, sorted(flags))
 
 
 def test_train_bf16_sets_the_deepspeed_bf16_section(tmp_path):

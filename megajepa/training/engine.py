@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 
 import deepspeed
@@ -17,6 +18,7 @@ from megajepa.training.lazy_compile import import_deepspeed_muon
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # megajepa/training/..
 DEFAULT_DS_CONFIG = os.path.join(REPO_ROOT, "ds_configs", "zero3.json")
+log = logging.getLogger(__name__)
 
 
 def _accelerator_has_gpu() -> bool:
@@ -26,6 +28,12 @@ def _accelerator_has_gpu() -> bool:
 
 def bf16_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def cpu_bf16_native() -> bool:
+    """Whether torch runs this CPU's bf16 matmuls through oneDNN (AVX512, AMX or AVX2-VNNI-2: its own check).
+    Without it they fall back to a scalar loop, ~100x slower than float32 (docs/speed.md)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _fill(node: dict, key: str, value, where: str) -> None:
@@ -65,6 +73,9 @@ def resolve_ds_config(cfg: RunConfig, world_size: int) -> dict:
         elif t.bf16 != "auto" and ds["bf16"].get("enabled") != bf16:
             raise ConfigError(f"{path}: 'bf16.enabled' is {ds['bf16'].get('enabled')!r} but train.bf16 is "
                               f"{t.bf16}; set it to \"auto\" or make them agree")
+        if ds["bf16"].get("enabled") is True and not _accelerator_has_gpu() and not cpu_bf16_native():
+            log.warning("bf16 on a CPU that oneDNN cannot run bf16 matmuls on (no AVX512 or AMX): torch's "
+                        "fallback is ~100x slower than float32 there; train.bf16=false trains faster")
     if "optimizer" in ds:
         params = ds["optimizer"].setdefault("params", {})
         _fill(params, "lr", t.lr, f"{path} optimizer.params")
