@@ -68,6 +68,13 @@ E3_MIXTURE = ("turk_train.jsonl", "spider_train.jsonl", "nq_open_train.jsonl", "
 ARMS_FILE = os.path.join(STUDY, "arms.yaml")
 FRACTIONS = ("1/16", "1/8", "1/4", "1/2", "1")
 METRICS = {"e1": ("prefix", "exact", "regex"), "e2": ("label",), "e3": ("prefix", "exact", "regex")}
+
+
+def group_field(metric: str) -> str:
+    """A summary group's key for a metric: a group's `label` is its arm, so E2's `label` metric is stored
+    as `label_accuracy`."""
+    return "label_accuracy" if metric == "label" else metric
+
 COLLAPSE_TAGS = ("collapse/erank_enc", "collapse/erank_pred", "collapse/cos_pred_target", "collapse/cos_pred_other")
 EXAMPLES, COMPUTE = "examples", "compute"
 PARAPHRASE_VIEWS = 5  # the paper's groups of 5 paraphrases
@@ -483,7 +490,7 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
         groups.append({"experiment": first.experiment, "fraction": first.fraction, "label": first.label,
                        "budget": first.budget, "arm": first.arm, "sized_by": first.sized_by,
                        "seeds": [r.seed for r in members], "steps": [x["trained_steps"] for x in res],
-                       "flops": [x["flops"] for x in res], **{m: mean_std([x["metrics"][m] for x in res]) for m in metrics},
+                       "flops": [x["flops"] for x in res], **{group_field(m): mean_std([x["metrics"][m] for x in res]) for m in metrics},
                        "geometry": {k: statistics.mean(x["geometry"][k] for x in res) for k in res[0]["geometry"]},
                        **({"wrong_number_only": [wrong_number_only(r.dir(args.out)) for r in members]}
                           if "prefix" in metrics else {})})
@@ -567,7 +574,7 @@ def markdown(summary: dict) -> str:
         geo, metrics = g["geometry"], METRICS[g["experiment"]]
         lines.append(f"| {g['experiment']} | {g['fraction'] or '—'} | {g['label']} | {len(g['seeds'])} | "
                      f"{statistics.mean(g['steps']):.0f} | "
-                     + ", ".join(f"{m} {g[m]['mean']:.2f} ± {g[m]['std']:.2f}" for m in metrics)
+                     + ", ".join(f"{m} {g[group_field(m)]['mean']:.2f} ± {g[group_field(m)]['std']:.2f}" for m in metrics)
                      + f" | {geo['erank_enc_code']:.1f} | {geo['cos_pred_own_code']:.3f} / {geo['cos_pred_other_code']:.3f}"
                      f" | {geo['lstsq_text_to_code']:.3g} |")
     lines += ["", "| experiment | fraction | arm − baseline | budget | seeds | metric: per-seed diff | mean "

@@ -171,7 +171,10 @@ def test_e2_pretrains_converts_fine_tunes_and_scores_labels(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads(summary.read_text())
     assert s["finished_runs"] == 2 and [t["arm"] for t in s["tests"]] == ["jepa_sigreg"]
+    by_arm = {g["label"]: g for g in s["groups"]}  # the arm's name, not overwritten by the label metric
+    assert sorted(by_arm) == ["jepa_sigreg", "ntp"]
     for r in s["runs"]:
+        assert by_arm[r["arm"]]["label_accuracy"]["per_seed"] == [r["metrics"]["label"]]
         assert 0 <= r["metrics"]["label"] <= 100 and r["finetune_steps"] > 0 and r["trained_steps"] > 0
         seed_dir = out / r["dir"]
         assert (seed_dir / "hf" / "config.json").is_file()
