@@ -521,7 +521,8 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
 def carry_over(summary: dict, path: str) -> None:
     """Keep what an earlier summary measured at points this one has no finished run at (runs made on
     another machine whose folders are gone): per (experiment, fraction), all or nothing, so one point
-    never mixes two summaries; what is kept is marked `carried_from` (the earlier summary's command)."""
+    never mixes two summaries; what is kept is marked `carried_from` (the command of the summary that
+    measured it: the earlier summary's, or what that one had already carried it from)."""
     with open(path) as f:
         earlier = json.load(f)
     source = earlier.get("command", path)
@@ -531,13 +532,16 @@ def carry_over(summary: dict, path: str) -> None:
 
     here = {point(g) for g in summary["groups"]}
     carried = {point(g) for g in earlier["groups"]} - here
-    summary["groups"] = sorted(summary["groups"] + [dict(g, carried_from=source) for g in earlier["groups"]
-                                                    if point(g) in carried],
+
+    def mark(x: dict) -> dict:
+        return dict(x, carried_from=x.get("carried_from", source))
+
+    summary["groups"] = sorted(summary["groups"] + [mark(g) for g in earlier["groups"] if point(g) in carried],
                                key=lambda g: (g["experiment"], FRACTIONS.index(g["fraction"]) if g["fraction"] else 0,
                                               g["label"]))
-    summary["tests"] += [dict(t, carried_from=source) for t in earlier["tests"] if point(t) in carried]
+    summary["tests"] += [mark(t) for t in earlier["tests"] if point(t) in carried]
     dirs = {os.path.join(e, f"frac_{f.replace('/', '_')}") if f else e for e, f in carried}
-    summary["runs"] += [dict(r, carried_from=source) for r in earlier["runs"]
+    summary["runs"] += [mark(r) for r in earlier["runs"]
                         if os.path.dirname(os.path.dirname(r["dir"])) in dirs]
     n_carried = sum(len(g["seeds"]) for g in earlier["groups"] if point(g) in carried)
     summary["finished_runs"] += n_carried
