@@ -18,6 +18,17 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
+def slurm_installed():
+    """Slurm's binaries, apt-installed as root when missing (as slurm_cluster does), no cluster started."""
+    from cluster.slurm_cluster import ClusterUnavailable, ensure_installed
+
+    try:
+        ensure_installed()
+    except ClusterUnavailable as e:
+        pytest.skip(f"no Slurm: {e}")
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """One-node Slurm on 127.0.0.1 for the session (apt-installs it as root when missing)."""
     from cluster.slurm_cluster import ClusterUnavailable, SlurmCluster
