@@ -33,7 +33,10 @@ def bf16_available() -> bool:
 def cpu_bf16_native() -> bool:
     """Whether torch runs this CPU's bf16 matmuls through oneDNN (AVX512, AMX or AVX2-VNNI-2: its own check).
     Without it they fall back to a scalar loop, ~100x slower than float32 (docs/speed.md)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN's op: unknown, so no warning
+        return True
 
 
 def _fill(node: dict, key: str, value, where: str) -> None:
