@@ -510,6 +510,8 @@ def summarize(args, arms: dict, runs: list[Run]) -> dict:
             "configs": [os.path.relpath(c, REPO) for c in (BASE_CONFIG, E2_PRETRAIN, E2_FINETUNE, E3_BASE, E3_FINETUNE,
                                                              ARMS_FILE)],
             "arms": {a: arms[a].get("about", "") for a in arms}, "e1_epochs_of_the_whole_file": args.epochs,
+            "e2_paraphrase_groups": args.paraphrase_groups, "e2_pretrain_epochs": args.pretrain_epochs,
+            "e2_finetune_epochs": args.finetune_epochs,
             "e3_epochs": args.e3_epochs, "e3_base": base and {"dir": os.path.relpath(E3_BASE_RUN.dir(args.out), args.out), **base},
             "files": {"e1": [args.train, args.test], "e2": [args.rt_train, args.rt_test],
                       "e3": [*mixture_files(args), args.train, args.test]},

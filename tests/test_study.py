@@ -171,6 +171,7 @@ def test_e2_pretrains_converts_fine_tunes_and_scores_labels(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads(summary.read_text())
     assert s["finished_runs"] == 2 and [t["arm"] for t in s["tests"]] == ["jepa_sigreg"]
+    assert (s["e2_paraphrase_groups"], s["e2_pretrain_epochs"], s["e2_finetune_epochs"]) == (80, 1, 2)  # as asked
     by_arm = {g["label"]: g for g in s["groups"]}  # the arm's name, not overwritten by the label metric
     assert sorted(by_arm) == ["jepa_sigreg", "ntp"]
     for r in s["runs"]:
